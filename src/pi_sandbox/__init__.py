@@ -35,14 +35,14 @@ from ._plugins import PluginManager, available_providers, get_provider, plugin_m
 from ._provider import CleanupReport, ProviderCheck, Sandbox, SandboxProvider
 from ._records import Capabilities, ExecResult, SandboxEvent, SandboxInfo, SandboxStatus
 from ._secrets import SecretMaterial, SecretValue
-from ._spec import Hardening, Mount, ResourceTier, Resources, SessionSpec
+from ._spec import Hardening, Mount, Resources, ResourceTier, SessionSpec
 from .hookspecs import hookimpl
 
 __version__ = importlib.metadata.version("pi-sandbox")
 
 __all__ = [
-    "CapabilityNotSupportedError",
     "Capabilities",
+    "CapabilityNotSupportedError",
     "Channel",
     "ChannelClosedError",
     "ChannelTimeoutError",

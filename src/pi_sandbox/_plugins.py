@@ -148,7 +148,8 @@ class PluginManager:
         chosen = name or os.environ.get(PROVIDER_ENV) or DEFAULT_PROVIDER
         provider = self._lookup(chosen).factory(**config)
         if not isinstance(provider, SandboxProvider):
-            msg = f"the factory for provider {chosen!r} returned {type(provider).__name__}, not a SandboxProvider"
+            kind = type(provider).__name__
+            msg = f"the factory for provider {chosen!r} returned {kind}, not a SandboxProvider"
             raise TypeError(msg)
         return provider
 

@@ -52,7 +52,7 @@ class CleanupReport:
 
 def _emit(event: SandboxEvent) -> None:
     # Imported here because the plugin manager imports this module's names.
-    from ._plugins import plugin_manager
+    from ._plugins import plugin_manager  # noqa: PLC0415
 
     try:
         plugin_manager().sandbox_event(event)

@@ -93,6 +93,10 @@ def validate_secret_env_name(name: str) -> None:
         raise InvalidSecretError(msg)
 
 
+def _to_bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
 @attrs.frozen(repr=False, eq=False)
 class SecretValue:
     """One secret value; `repr` and `str` show only that it is set.
@@ -100,7 +104,7 @@ class SecretValue:
     Call `reveal()` at the single place that needs the plaintext.
     """
 
-    _value: bytes = attrs.field(alias="value", converter=lambda v: v.encode() if isinstance(v, str) else bytes(v))
+    _value: bytes = attrs.field(alias="value", converter=_to_bytes)
 
     def reveal(self) -> bytes:
         """Return the secret's bytes."""
@@ -157,9 +161,7 @@ class SecretMaterial(Mapping[str, SecretValue]):
     which providers use to number the files they write.
     """
 
-    _items: dict[str, SecretValue] = attrs.field(
-        alias="items", factory=dict, converter=_to_secret_mapping
-    )
+    _items: dict[str, SecretValue] = attrs.field(alias="items", factory=dict, converter=_to_secret_mapping)
 
     def __getitem__(self, name: str) -> SecretValue:
         return self._items[name]

@@ -97,7 +97,9 @@ class Resources:
     @memory_mb.validator
     def _check_memory(self, _attribute: attrs.Attribute[int], value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 64:
-            raise InvalidSpecError("resources.memory_mb", f"{value!r} must be an integer of at least 64 (MiB)")
+            raise InvalidSpecError(
+                "resources.memory_mb", f"{value!r} must be an integer of at least 64 (MiB)"
+            )
 
     @pids.validator
     def _check_pids(self, _attribute: attrs.Attribute[int], value: int) -> None:
@@ -203,7 +205,7 @@ class SessionSpec:
     workspace: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     agent_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     mounts: tuple[Mount, ...] = attrs.field(default=(), converter=tuple)
-    resources: Resources = attrs.field(default=ResourceTier.SMALL, converter=_to_resources)
+    resources: Resources = attrs.field(factory=ResourceTier.SMALL.resources, converter=_to_resources)
     network: str = "bridge"
     user: str = "1000:1000"
     labels: dict[str, str] = attrs.field(factory=dict, converter=_freeze_mapping)
@@ -235,7 +237,8 @@ class SessionSpec:
         for name, value in self.env.items():
             if not isinstance(name, str) or not ENV_NAME_PATTERN.fullmatch(name):
                 raise InvalidSpecError(
-                    f"env[{name!r}]", "names must be identifiers: letters, digits, '_', not starting with a digit"
+                    f"env[{name!r}]",
+                    "names must be identifiers: letters, digits, '_', not starting with a digit",
                 )
             if name in PROVIDER_ENV_NAMES:
                 raise InvalidSpecError(f"env[{name!r}]", "is set by the provider and cannot be overridden")
@@ -260,15 +263,23 @@ class SessionSpec:
                     f"{field}.target", f"{target!r} must not be on, above or under {SECRETS_MOUNT}"
                 )
             if target in seen:
-                raise InvalidSpecError(f"{field}.target", f"{target!r} is already the target of {seen[target]}")
+                raise InvalidSpecError(
+                    f"{field}.target", f"{target!r} is already the target of {seen[target]}"
+                )
             if not mount.source.is_absolute():
-                raise InvalidSpecError(f"{field}.source", f"{str(mount.source)!r} must be an absolute host path")
+                raise InvalidSpecError(
+                    f"{field}.source", f"{str(mount.source)!r} must be an absolute host path"
+                )
             seen[target] = field
 
     def _validate_network_and_user(self) -> None:
         if not isinstance(self.network, str) or not NETWORK_PATTERN.fullmatch(self.network):
-            raise InvalidSpecError("network", f"{self.network!r} must be 'bridge', 'none', 'host' or a network name")
-        if not isinstance(self.user, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?", self.user):
+            raise InvalidSpecError(
+                "network", f"{self.network!r} must be 'bridge', 'none', 'host' or a network name"
+            )
+        if not isinstance(self.user, str) or not re.fullmatch(
+            r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?", self.user
+        ):
             raise InvalidSpecError("user", f"{self.user!r} must be 'uid', 'uid:gid' or a user name")
         if self.user.split(":", 1)[0] in {"0", "root"}:
             raise InvalidSpecError("user", "must not be root; sandboxes run as a non-root user")
@@ -279,7 +290,9 @@ class SessionSpec:
             if not isinstance(key, str) or not LABEL_KEY_PATTERN.fullmatch(key):
                 raise InvalidSpecError(field, "keys must be lower-case letters, digits, '.' and '-'")
             if key.startswith(PROJECT_LABEL_PREFIX):
-                raise InvalidSpecError(field, f"keys under {PROJECT_LABEL_PREFIX!r} are reserved for the provider")
+                raise InvalidSpecError(
+                    field, f"keys under {PROJECT_LABEL_PREFIX!r} are reserved for the provider"
+                )
             if not isinstance(value, str):
                 raise InvalidSpecError(field, "values must be strings")
 

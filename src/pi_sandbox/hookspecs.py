@@ -68,4 +68,3 @@ def sandbox_event(event: SandboxEvent) -> None:
     Returns:
         Nothing; results of this hook are ignored.
     """
-
