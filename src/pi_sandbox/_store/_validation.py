@@ -6,7 +6,7 @@ import re
 from typing import Final
 
 from .._errors import InvalidSecretError
-from .._secrets import MAX_SECRET_BYTES, SecretValue, validate_secret_env_name
+from .._secrets import MAX_SECRET_BYTES, SecretValue
 
 __all__ = [
     "KIND_PATTERN",
@@ -14,7 +14,6 @@ __all__ = [
     "validate_kind",
     "validate_secret_name",
     "validate_secret_value",
-    "validate_secret_env_name",
 ]
 
 # A letter or digit, then letters, digits, '.', '_' or '-': 64 characters at most.
@@ -61,20 +60,14 @@ def validate_secret_value(name: str, value: object) -> bytes:
     elif isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)
     else:
-        msg = (
-            f"value of secret {name!r} has type {type(value).__name__}; "
-            "pass str, bytes or SecretValue"
-        )
+        msg = f"value of secret {name!r} has type {type(value).__name__}; pass str, bytes or SecretValue"
         raise InvalidSecretError(msg)
 
     if not data:
         msg = f"value of secret {name!r} is empty; store a non-empty value or delete the secret"
         raise InvalidSecretError(msg)
     if b"\x00" in data:
-        msg = (
-            f"value of secret {name!r} contains a NUL byte, which cannot travel in an "
-            "environment variable"
-        )
+        msg = f"value of secret {name!r} contains a NUL byte, which cannot travel in an environment variable"
         raise InvalidSecretError(msg)
     if len(data) > MAX_SECRET_BYTES:
         msg = (
