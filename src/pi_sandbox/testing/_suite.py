@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets as random_tokens
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -349,9 +350,13 @@ class ProviderContract:
         ]
 
         with sandbox.attach() as channel:
-            for message in messages:
-                channel.send(message)
-            received = [channel.receive(timeout=30) for _ in messages]
+            # Send from another thread: a process that echoes lines stops reading
+            # its input while its own output waits to be read, so one thread doing
+            # both would deadlock on any transport with bounded buffers.
+            sender = threading.Thread(target=lambda: [channel.send(m) for m in messages])
+            sender.start()
+            received = [channel.receive(timeout=60) for _ in messages]
+            sender.join(timeout=60)
 
         assert received == messages
         assert sandbox.refresh() is SandboxStatus.RUNNING
