@@ -7,7 +7,9 @@ modules are private. `pi_sandbox.hookspecs` documents the plugin hooks and
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+from typing import TYPE_CHECKING, Any
 
 from ._channel import Channel
 from ._errors import (
@@ -38,7 +40,29 @@ from ._secrets import SecretMaterial, SecretValue
 from ._spec import Hardening, Mount, Resources, ResourceTier, SessionSpec
 from .hookspecs import hookimpl
 
+if TYPE_CHECKING:
+    from ._store import KeyRing, SecretRecord, SecretStore, SqlSecretStore, open_secret_store
+
 __version__ = importlib.metadata.version("pi-sandbox")
+
+# The secret store needs SQLAlchemy, Alembic and cryptography; it loads on first
+# use, so that a host that only controls sandboxes does not pay for it.
+_LAZY = {
+    "KeyRing": "._store",
+    "SecretRecord": "._store",
+    "SecretStore": "._store",
+    "SqlSecretStore": "._store",
+    "open_secret_store": "._store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 __all__ = [
     "Capabilities",
@@ -54,6 +78,7 @@ __all__ = [
     "InvalidSecretError",
     "InvalidSpecError",
     "KeyConfigurationError",
+    "KeyRing",
     "Mount",
     "PiSandboxError",
     "PluginConflictError",
@@ -76,12 +101,16 @@ __all__ = [
     "SchemaVersionError",
     "SecretMaterial",
     "SecretNotFoundError",
+    "SecretRecord",
+    "SecretStore",
     "SecretValue",
     "SessionSpec",
+    "SqlSecretStore",
     "__version__",
     "available_providers",
     "get_provider",
     "hookimpl",
+    "open_secret_store",
     "plugin_manager",
     "register_plugin",
 ]
