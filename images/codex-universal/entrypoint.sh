@@ -10,7 +10,7 @@
 #
 # Secrets folder layouts:
 #   manifest mode  $PI_SECRETS_DIR/manifest has one "ENV_NAME<TAB>s-N" line per
-#                  secret, and the regular file $PI_SECRETS_DIR/s-N holds its
+#                  secret, and the regular file $PI_SECRETS_DIR/s-N contains its
 #                  value. Empty lines are skipped. Any other problem stops the
 #                  container before the command starts.
 #   legacy mode    no manifest: each regular file whose name does not start
@@ -19,7 +19,7 @@
 #                  warning.
 #
 # Exit status when the command does not start:
-#   65        the secrets folder is invalid (manifest mode)
+#   65        a secret cannot be exported (manifest mode only)
 #   78        codex-universal's language setup failed
 #   126, 127  the command could not be executed, or was not found
 # Once the command runs, the exit status is the command's own.
@@ -101,6 +101,9 @@ readonly SECRET_FILE_REGEX='^s-[0123456789]+$'
 _pi_secret_names=()
 _pi_secret_values=()
 _pi_secret_origins=()
+# "error" in manifest mode, where any problem stops the container, and
+# "warning" in legacy mode, where the secret is skipped.
+_pi_severity=error
 
 
 log_error() {
@@ -181,7 +184,7 @@ max_value_bytes() {
 
 # Read secret $2 from file $3 and append it to the secrets to export.
 # $1 is "error" or "warning", $4 starts any message about the file, and $5
-# says where the secret comes from in later messages. Return 1, after
+# names where the secret comes from in later messages. Return 1, after
 # reporting the problem, when the file cannot be used.
 append_secret() {
     local severity=$1 name=$2 path=$3 context=$4 origin=$5 size limit value
@@ -335,6 +338,19 @@ run_language_setup() {
     fi
 }
 
+# Report that secret number $1 cannot be exported, with $2 as the reason
+# after its name. Return 1 in manifest mode, where this stops the container.
+# In legacy mode the message is a warning and the caller drops the secret.
+report_unexportable() {
+    local _pi_name=${_pi_secret_names[$1]} _pi_origin=${_pi_secret_origins[$1]}
+    if [[ $_pi_severity == warning ]]; then
+        log_warning "skipped $_pi_origin: $_pi_name $2; rename the file"
+        return 0
+    fi
+    log_error "$_pi_origin: $_pi_name $2; choose another name"
+    return 1
+}
+
 # Reject secrets whose names bash itself gives a meaning: read-only, integer
 # (assigning to one evaluates the value as arithmetic, which runs any $(...)
 # inside), array and nameref variables. Call it at the top level, where only
@@ -349,8 +365,8 @@ check_shell_variables() {
         _pi_attributes=${!_pi_name@a}
         set -u
         if [[ $_pi_attributes == *[aAinr]* ]]; then
-            log_error "${_pi_secret_origins[_pi_index]}: $_pi_name is a read-only, integer, array or nameref variable of the entrypoint's shell and cannot carry a secret; choose another name"
-            return 1
+            report_unexportable "$_pi_index" "is a read-only, integer, array or nameref variable of the entrypoint's shell and cannot carry a secret" || return 1
+            unset -v '_pi_secret_names[_pi_index]' '_pi_secret_values[_pi_index]' '_pi_secret_origins[_pi_index]'
         fi
     done
 }
@@ -375,8 +391,8 @@ export_secrets() {
     for _pi_index in "${!_pi_secret_names[@]}"; do
         _pi_name=${_pi_secret_names[_pi_index]}
         if [[ ${!_pi_name-} != "${_pi_secret_values[_pi_index]}" ]]; then
-            log_error "${_pi_secret_origins[_pi_index]}: bash uses $_pi_name itself and cannot export it unchanged; choose another name"
-            return 1
+            report_unexportable "$_pi_index" "is a variable that bash sets itself, so it cannot be exported unchanged" || return 1
+            unset -v "$_pi_name"
         fi
     done
 }
@@ -386,6 +402,7 @@ _pi_secrets_dir=${PI_SECRETS_DIR:-$DEFAULT_SECRETS_DIR}
 if [[ -e $_pi_secrets_dir/manifest || -L $_pi_secrets_dir/manifest ]]; then
     collect_manifest_secrets "$_pi_secrets_dir" || exit "$EXIT_INVALID_SECRETS"
 elif [[ -d $_pi_secrets_dir ]]; then
+    _pi_severity=warning
     collect_legacy_secrets "$_pi_secrets_dir"
 fi
 unset -v _pi_secrets_dir
@@ -393,7 +410,7 @@ unset -v _pi_secrets_dir
 check_shell_variables || exit "$EXIT_INVALID_SECRETS"
 run_language_setup || exit "$EXIT_SETUP_FAILED"
 export_secrets || exit "$EXIT_INVALID_SECRETS"
-unset -v _pi_secret_names _pi_secret_values _pi_secret_origins
+unset -v _pi_secret_names _pi_secret_values _pi_secret_origins _pi_severity
 
 if (($# == 0)); then
     set -- pi --mode rpc

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Build the pi-sandbox-local image: real pi, with no container registry.
 
-Every download happens on the host, from Debian's archive (debootstrap), and
-from the npm registry (Node.js and pi); the image itself is then built with
+Every download happens on the host: Debian packages through debootstrap, and
+Node.js and pi from the npm registry. The image itself is then built with
 ``docker build --network none`` from COPY steps only. The result is tagged
 ``pi-sandbox-local:latest`` and labelled with a hash of all inputs, so a
 second run with the same inputs returns at once.
@@ -83,7 +83,7 @@ LOG_TAIL_LINES: Final = 30
 
 
 class ImageBuildError(RuntimeError):
-    """Building or checking the image failed; the message says which step and why."""
+    """Building or checking the image failed; the message names the step and the reason."""
 
 
 class _Progress:
@@ -163,7 +163,7 @@ def compute_inputs_hash(architecture: str | None = None) -> str:
     return _sha256_hex(*parts)
 
 
-def _run_logged(argv: Sequence[str], log_path: Path, what: str, cwd: Path | None = None) -> None:
+def _run_logged(argv: Sequence[str], log_path: Path, step_name: str, cwd: Path | None = None) -> None:
     """Run ``argv`` with its output in ``log_path``; raise with the log's tail if it fails."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
@@ -172,12 +172,12 @@ def _run_logged(argv: Sequence[str], log_path: Path, what: str, cwd: Path | None
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, check=False
             )
         except OSError as error:
-            msg = f"{what} failed: cannot run {argv[0]}: {error.strerror}"
+            msg = f"{step_name} failed: cannot run {argv[0]}: {error.strerror}"
             raise ImageBuildError(msg) from error
     if result.returncode != 0:
         lines = log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
         tail = "\n".join(f"    {line}" for line in lines)
-        msg = f"{what} failed with exit status {result.returncode}; the full log is {log_path}:\n{tail}"
+        msg = f"{step_name} failed with exit status {result.returncode}; the full log is {log_path}:\n{tail}"
         raise ImageBuildError(msg)
 
 

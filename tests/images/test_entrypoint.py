@@ -425,7 +425,10 @@ ATTACKS: dict[str, tuple[Attack, str]] = {
     "integer-variable-seconds": (_attack_shell_variable(b"SECONDS"), "integer"),
     "readonly-variable-uid": (_attack_shell_variable(b"UID"), "read-only"),
     "array-variable-groups": (_attack_shell_variable(b"GROUPS"), "array"),
-    "dynamic-variable-epochseconds": (_attack_shell_variable(b"EPOCHSECONDS"), "cannot export it unchanged"),
+    "dynamic-variable-epochseconds": (
+        _attack_shell_variable(b"EPOCHSECONDS"),
+        "cannot be exported unchanged",
+    ),
     "internal-prefix": (_attack_internal_prefix, "_pi_"),
 }
 
@@ -523,6 +526,30 @@ class TestLegacyMode:
         for env_name in [b"MY-KEY", b"LD_PRELOAD", b"NULLED", b"EMPTY", b"LINKED", b"SUBDIR"]:
             assert env_name not in environment, env_name
         assert environment.get(b"PATH") != canary + b"-path"
+
+    def test_shell_variable_names_skipped(self, tmp_path: Path) -> None:
+        """Files named after bash's own variables are skipped with a warning, not run."""
+        canary = make_canary().encode()
+        secrets_dir = tmp_path / "secrets"
+        secrets_dir.mkdir()
+        marker = tmp_path / "arithmetic-ran"
+        for name in ["random", "uid", "epochseconds"]:
+            (secrets_dir / name).write_bytes(b"a[$(touch " + str(marker).encode() + b")]" + canary)
+        (secrets_dir / "kept").write_bytes(canary + b"-kept")
+        out = tmp_path / "env.json"
+
+        result = run_entrypoint(dump_env_command(out), secrets_dir=secrets_dir)
+
+        assert result.returncode == 0, "the command did not run"
+        assert not output_contains(result, canary), "a secret value appeared in the output"
+        assert not marker.exists(), "a value was evaluated as arithmetic"
+        message = stderr_text(result)
+        for name in ["random", "uid", "epochseconds"]:
+            assert f"skipped secrets file {name}:" in message, name
+        environment = read_env_dump(out)
+        assert environment[b"KEPT"] == canary + b"-kept"
+        for env_name in [b"RANDOM", b"UID", b"EPOCHSECONDS"]:
+            assert canary not in environment.get(env_name, b""), env_name
 
     def test_dotfiles_ignored_silently(self, tmp_path: Path) -> None:
         """Files whose names start with a dot are not exported and not mentioned."""
