@@ -76,7 +76,7 @@ def demo(session: nox.Session) -> None:
     """Run pi in a sandbox end to end: store a key, create, talk RPC, prompt, terminate."""
     session.install(*PACKAGES)
     session.run("python", "images/local/build.py")
-    session.run("python", "-m", "pi_sandbox._demo", *session.posargs)
+    session.run("python", "examples/demo.py", *session.posargs)
 
 
 @nox.session
