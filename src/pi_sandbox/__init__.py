@@ -1,8 +1,8 @@
 """Run the pi coding agent in isolated sandboxes, one per session.
 
 Everything a host application needs is importable from here; the underscore
-modules are private. `pi_sandbox.hookspecs` documents the plugin hooks and
-`pi_sandbox.testing` holds the provider contract suite.
+modules are private. `pi_sandbox.hookspecs` documents the plugin hooks, and
+`pi_sandbox.testing` contains the provider contract suite.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __version__ = importlib.metadata.version("pi-sandbox")
 
-# The secret store needs SQLAlchemy, Alembic and cryptography; it loads on first
+# The secret store needs SQLAlchemy, Alembic and cryptography. It loads on first
 # use, so that a host that only controls sandboxes does not pay for it.
 _LAZY = {
     "KeyRing": "._store",

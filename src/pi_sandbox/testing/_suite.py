@@ -79,7 +79,7 @@ class ProviderContract:
 
     @pytest.fixture
     def provider(self, provider_factory: Callable[[], SandboxProvider]) -> Iterator[SandboxProvider]:
-        """A provider instance, closed after the test."""
+        """Yield a provider instance and close it after the test."""
         instance = provider_factory()
         yield instance
         instance.close()
@@ -108,7 +108,7 @@ class ProviderContract:
 
     @pytest.fixture
     def sandboxes(self, provider: SandboxProvider) -> Iterator[list[Sandbox]]:
-        """A list the test appends its sandboxes to; each is terminated afterwards."""
+        """Yield a list for the test's sandboxes, and terminate each one afterwards."""
         made: list[Sandbox] = []
         yield made
         for sandbox in made:
@@ -134,7 +134,7 @@ class ProviderContract:
 
     @pytest.fixture
     def events(self) -> Iterator[_EventRecorder]:
-        """Every sandbox event reported during the test."""
+        """Record every sandbox event reported during the test."""
         recorder = _EventRecorder()
         plugin_manager().register(recorder)
         yield recorder
@@ -417,7 +417,7 @@ class ProviderContract:
     def test_secrets_readable_as_files(
         self, provider: SandboxProvider, create: Callable[..., Sandbox]
     ) -> None:
-        """Each secret is a file named in the manifest and holds the exact bytes."""
+        """Each secret is a file named in the manifest and contains the exact bytes."""
         _skip_unless(provider, "secret_files", "exec")
         values = {f"CONTRACT_KEY_{i}": contract_canary() + shape for i, shape in enumerate(_SECRET_SHAPES)}
         sandbox = create(secrets=SecretMaterial(values))
