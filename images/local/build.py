@@ -393,8 +393,6 @@ def _install_pi(inputs: dict[str, bytes], architecture: str, progress: _Progress
                 "--ignore-scripts",
                 "--no-audit",
                 "--no-fund",
-                f"--cpu={'x64' if architecture == 'amd64' else architecture}",
-                "--os=linux",
             ],
             BUILD_DIR / "logs" / "npm-ci-pi.log",
             f"npm ci {PI_PACKAGE}",
