@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -128,6 +128,17 @@ def _to_resources(value: ResourceTier | Resources | str) -> Resources:
     raise InvalidSpecError("resources", f"{value!r} must be a ResourceTier ({names}) or Resources")
 
 
+# Typed converters: with the bare ``tuple`` builtin, or a generic one, mypy's
+# attrs plugin cannot solve the element type and rejects
+# SessionSpec(mounts=(Mount(...),)) in the caller's code.
+def _to_mounts(value: Iterable[Mount]) -> tuple[Mount, ...]:
+    return tuple(value)
+
+
+def _to_names(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class Mount:
     """A host folder or file bind-mounted into the sandbox.
@@ -159,7 +170,7 @@ class Hardening:
     """
 
     drop_capabilities: bool = True
-    add_capabilities: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    add_capabilities: tuple[str, ...] = attrs.field(default=(), converter=_to_names)
     no_new_privileges: bool = True
     read_only_root: bool = False
     runtime: str | None = None
@@ -204,7 +215,7 @@ class SessionSpec:
     env: dict[str, str] = attrs.field(factory=dict, converter=_freeze_mapping)
     workspace: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     agent_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
-    mounts: tuple[Mount, ...] = attrs.field(default=(), converter=tuple)
+    mounts: tuple[Mount, ...] = attrs.field(default=(), converter=_to_mounts)
     resources: Resources = attrs.field(factory=ResourceTier.SMALL.resources, converter=_to_resources)
     network: str = "bridge"
     user: str = "1000:1000"
