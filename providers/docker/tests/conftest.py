@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ import docker
 import docker.errors
 import pytest
 
-from pi_sandbox_docker import DockerProvider
+from pi_sandbox import SecretMaterial, SessionSpec
+from pi_sandbox_docker import DockerProvider, DockerSandbox
 from pi_sandbox_docker._engine import LABEL_OWNER
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -71,8 +72,11 @@ def test_image(engine: docker.DockerClient) -> str:
     named = os.environ.get(IMAGE_ENV)
     if named:
         return named
-    spec = importlib.util.spec_from_file_location("pi_sandbox_image_build", REPO_ROOT / "images/local/build.py")
-    assert spec is not None and spec.loader is not None
+    spec = importlib.util.spec_from_file_location(
+        "pi_sandbox_image_build", REPO_ROOT / "images/local/build.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
     try:
@@ -157,3 +161,41 @@ def run_python() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+@pytest.fixture
+def create_sandbox(provider: DockerProvider) -> Iterator[Callable[..., DockerSandbox]]:
+    """Return a function that creates a sandbox without network, terminated after the test.
+
+    Keywords are `SessionSpec` fields, plus ``secrets``; the command defaults to
+    ``sleep infinity`` run through the image's entrypoint.
+    """
+    made: list[DockerSandbox] = []
+
+    def create(secrets: SecretMaterial | Mapping[str, str] | None = None, **fields: Any) -> DockerSandbox:
+        values: dict[str, Any] = {
+            "session_id": f"t-{random_tokens.token_hex(6)}",
+            "network": "none",
+            "command": ["sleep", "infinity"],
+            **fields,
+        }
+        sandbox = provider.create(SessionSpec(**values), secrets)
+        assert isinstance(sandbox, DockerSandbox)
+        made.append(sandbox)
+        return sandbox
+
+    yield create
+    for sandbox in made:
+        sandbox.terminate(remove_data=True, timeout=1)
+
+
+def assert_absent(value: str, text: str, where: str) -> None:
+    """Fail, without printing either, when the secret ``value`` occurs in ``text``."""
+    if value in text:
+        pytest.fail(f"a secret value appears in {where}", pytrace=False)
+
+
+@pytest.fixture
+def absent() -> Callable[[str, str, str], None]:
+    """Return `assert_absent`."""
+    return assert_absent

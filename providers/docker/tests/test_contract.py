@@ -16,7 +16,9 @@ class TestDockerProviderContract(ProviderContract):
     """Every contract check, with the real pi image and no network."""
 
     @pytest.fixture
-    def provider_factory(self, provider_factory: Callable[[], DockerProvider]) -> Callable[[], DockerProvider]:
+    def provider_factory(
+        self, provider_factory: Callable[[], DockerProvider]
+    ) -> Callable[[], DockerProvider]:
         """Fresh providers of this test session (owner, secrets root, test label)."""
         return provider_factory
 

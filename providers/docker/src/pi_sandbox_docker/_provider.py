@@ -79,6 +79,8 @@ CONTAINER_PREFIX: Final = "pi-sandbox-"
 DEFAULT_OWNER: Final = "default"
 PULL_POLICIES: Final = ("missing", "never", "always")
 _LOG_TAIL_LINES: Final = 50
+# Seconds create and resume wait for the image's entrypoint to hand over to the command.
+HANDOVER_TIMEOUT: Final = 10.0
 # A read-only root still needs a writable /tmp, in memory and private to the sandbox.
 _WRITABLE_TMP: Final = {"/tmp": "rw,nosuid,nodev,mode=1777"}  # noqa: S108
 _CAPABILITY_NAME = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
@@ -321,6 +323,7 @@ class DockerProvider(SandboxProvider):
                 api.start(container_id)
             _step("container-started")
             info = self._wait_running(api, container_id, session_id, secrets)
+            self._wait_handover(api, info)
         except BaseException as error:
             log_tail = self._log_tail(api, container_id, secrets)
             self._roll_back(api, container_id, lock, created_dirs)
@@ -543,6 +546,45 @@ class DockerProvider(SandboxProvider):
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
+
+    def _wait_handover(self, api: Any, info: Mapping[str, Any]) -> None:
+        """Wait until the image's entrypoint has replaced itself with the command.
+
+        The entrypoint reads the secret files. Until it is done, replacing them
+        (a pause followed by resume with other secrets, or refresh_secrets) could
+        delete a file it is about to read, which stops the container. An
+        entrypoint that stays running as the command's parent is given up on
+        after `HANDOVER_TIMEOUT` seconds.
+        """
+        entrypoint = info["Config"].get("Entrypoint") or []
+        if not entrypoint:
+            return
+        marker = entrypoint[0]
+        init_pid = str(info["State"].get("Pid"))
+        deadline = time.monotonic() + HANDOVER_TIMEOUT
+        delay = 0.005
+        while True:
+            try:
+                with self._errors("list the container's processes"):
+                    top = api.top(info["Id"])
+            except PiSandboxError:
+                return  # it is no longer running; the caller's next step reports that
+            titles = top.get("Titles") or []
+            if "PID" not in titles or "CMD" not in titles:
+                return
+            pid_column, command_column = titles.index("PID"), titles.index("CMD")
+            # Process 1 (docker-init) names the entrypoint in its arguments for good.
+            if not any(
+                marker in row[command_column]
+                for row in top.get("Processes") or []
+                if row[pid_column] != init_pid
+            ):
+                return
+            if time.monotonic() > deadline:
+                logger.debug("the entrypoint %s of container %s is still running", marker, info["Id"][:12])
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def _log_tail(self, api: Any, container_id: str | None, secrets: SecretMaterial | None) -> str:
         if container_id is None:

@@ -127,7 +127,8 @@ class DockerSandbox(Sandbox):
                 with self._docker._errors("start the sandbox", self._subject()):
                     api.start(self._provider_id)
                 material = _secretfiles.read_material(lock.path) if secrets is None else secrets
-                self._docker._wait_running(api, self._provider_id, self._session_id, material)
+                info = self._docker._wait_running(api, self._provider_id, self._session_id, material)
+                self._docker._wait_handover(api, info)
         finally:
             lock.release()
         logger.debug("resumed sandbox of session %s", self._session_id, extra=self._log_extra())
