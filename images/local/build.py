@@ -425,6 +425,7 @@ def _docker_build(context: Path, base_tag: str, tag: str, inputs_hash: str, prog
             [
                 "docker",
                 "build",
+                "--force-rm",
                 "--network",
                 "none",
                 "--build-arg",
