@@ -45,43 +45,61 @@ readonly DEFAULT_CODEX_SETUP_SCRIPT=/opt/codex/setup_universal.sh
 # src/pi_sandbox/_secrets.py; tests/images/test_reserved_names.py compares
 # them. Names are compared in upper case.
 readonly RESERVED_ENV_NAMES=(
-    BASH_ENV
     BASHOPTS
+    BASHPID
+    BASH_ENV
     CDPATH
+    DIRSTACK
     ENV
+    EPOCHREALTIME
+    EPOCHSECONDS
+    EUID
+    FUNCNAME
     GCONV_PATH
     GLOBIGNORE
+    GROUPS
+    HISTCMD
     HOME
     HOSTALIASES
     IFS
+    LINENO
     LOCALDOMAIN
     NODE_EXTRA_CA_CERTS
     NODE_OPTIONS
     NODE_PATH
     NODE_REPL_EXTERNAL_MODULE
     OLDPWD
+    OPTIND
     PATH
     PERL5LIB
     PERL5OPT
+    PIPESTATUS
     PI_CODING_AGENT_DIR
     PI_SECRETS_DIR
     PI_SESSION_ID
+    PPID
     PROMPT_COMMAND
     PS4
     PWD
     PYTHONHOME
     PYTHONPATH
     PYTHONSTARTUP
+    RANDOM
     RES_OPTIONS
+    SECONDS
     SHELL
     SHELLOPTS
+    SHLVL
+    SRANDOM
     TMPDIR
+    UID
     USER
 )
 readonly RESERVED_ENV_PREFIXES=(
     LD_
     DYLD_
-    BASH_FUNC_
+    BASH_
+    _PI_
     NPM_CONFIG_
 )
 

@@ -25,46 +25,65 @@ MAX_ENV_NAME_LENGTH: Final = 255
 MAX_SECRET_BYTES: Final = 500 * 1024
 
 # Names that change how a shell, the dynamic loader, Node.js or pi itself finds
-# and runs code. A secret delivered under one of them would let whoever stores
-# secrets take over the sandbox's processes, so they are rejected everywhere.
-# The image's entrypoint keeps the same list.
+# and runs code, and names bash gives a meaning of its own (assigning to an
+# integer variable such as RANDOM evaluates the value). A secret delivered under
+# one of them would let whoever stores secrets take over the sandbox's
+# processes, so they are rejected everywhere. The image's entrypoint keeps the
+# same list, and uses the _PI_ prefix for its own variables.
 RESERVED_ENV_NAMES: Final = frozenset(
     {
-        "BASH_ENV",
         "BASHOPTS",
+        "BASHPID",
+        "BASH_ENV",
         "CDPATH",
+        "DIRSTACK",
         "ENV",
+        "EPOCHREALTIME",
+        "EPOCHSECONDS",
+        "EUID",
+        "FUNCNAME",
         "GCONV_PATH",
         "GLOBIGNORE",
+        "GROUPS",
+        "HISTCMD",
         "HOME",
         "HOSTALIASES",
         "IFS",
+        "LINENO",
         "LOCALDOMAIN",
         "NODE_EXTRA_CA_CERTS",
         "NODE_OPTIONS",
         "NODE_PATH",
         "NODE_REPL_EXTERNAL_MODULE",
         "OLDPWD",
+        "OPTIND",
         "PATH",
         "PERL5LIB",
         "PERL5OPT",
+        "PIPESTATUS",
         "PI_CODING_AGENT_DIR",
         "PI_SECRETS_DIR",
         "PI_SESSION_ID",
+        "PPID",
         "PROMPT_COMMAND",
         "PS4",
         "PWD",
         "PYTHONHOME",
         "PYTHONPATH",
         "PYTHONSTARTUP",
+        "RANDOM",
         "RES_OPTIONS",
+        "SECONDS",
         "SHELL",
         "SHELLOPTS",
+        "SHLVL",
+        "SRANDOM",
         "TMPDIR",
+        "UID",
         "USER",
     }
 )
-RESERVED_ENV_PREFIXES: Final = ("LD_", "DYLD_", "BASH_FUNC_", "NPM_CONFIG_")
+RESERVED_ENV_PREFIXES: Final = ("LD_", "DYLD_", "BASH_", "NPM_CONFIG_", "_PI_")
 
 
 def validate_secret_env_name(name: str) -> None:

@@ -421,15 +421,15 @@ ATTACKS: dict[str, tuple[Attack, str]] = {
     "empty-value": (_attack_empty_value, "is empty"),
     "value-500-kib": (_attack_value_too_large, "Linux passes at most"),
     "value-one-over-limit": (_attack_value_one_over_limit, "Linux passes at most"),
-    "integer-variable-random": (_attack_shell_variable(b"RANDOM"), "integer"),
-    "integer-variable-seconds": (_attack_shell_variable(b"SECONDS"), "integer"),
-    "readonly-variable-uid": (_attack_shell_variable(b"UID"), "read-only"),
-    "array-variable-groups": (_attack_shell_variable(b"GROUPS"), "array"),
-    "dynamic-variable-epochseconds": (
-        _attack_shell_variable(b"EPOCHSECONDS"),
-        "cannot be exported unchanged",
-    ),
-    "internal-prefix": (_attack_internal_prefix, "_pi_"),
+    # Names bash gives a meaning of its own are on the reserved list, so the
+    # Python side rejects them before a sandbox is made; the entrypoint's
+    # attribute check behind the list catches any a newer bash adds.
+    "integer-variable-random": (_attack_shell_variable(b"RANDOM"), "reserved"),
+    "integer-variable-seconds": (_attack_shell_variable(b"SECONDS"), "reserved"),
+    "readonly-variable-uid": (_attack_shell_variable(b"UID"), "reserved"),
+    "array-variable-groups": (_attack_shell_variable(b"GROUPS"), "reserved"),
+    "dynamic-variable-epochseconds": (_attack_shell_variable(b"EPOCHSECONDS"), "reserved"),
+    "internal-prefix": (_attack_internal_prefix, "reserved"),
 }
 
 
