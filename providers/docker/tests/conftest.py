@@ -170,7 +170,7 @@ def create_sandbox(provider: DockerProvider) -> Iterator[Callable[..., DockerSan
     Keywords are `SessionSpec` fields, plus ``secrets``; the command defaults to
     ``sleep infinity`` run through the image's entrypoint.
     """
-    made: list[DockerSandbox] = []
+    created: list[DockerSandbox] = []
 
     def create(secrets: SecretMaterial | Mapping[str, str] | None = None, **fields: Any) -> DockerSandbox:
         values: dict[str, Any] = {
@@ -181,11 +181,11 @@ def create_sandbox(provider: DockerProvider) -> Iterator[Callable[..., DockerSan
         }
         sandbox = provider.create(SessionSpec(**values), secrets)
         assert isinstance(sandbox, DockerSandbox)
-        made.append(sandbox)
+        created.append(sandbox)
         return sandbox
 
     yield create
-    for sandbox in made:
+    for sandbox in created:
         sandbox.terminate(remove_data=True, timeout=1)
 
 

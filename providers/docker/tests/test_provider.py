@@ -107,7 +107,7 @@ class TestPlugin:
 
 @pytest.mark.integration
 class TestContainer:
-    """What the engine is told to run."""
+    """The container configuration sent to the engine."""
 
     def test_hardened_configuration(
         self, create_sandbox: Callable[..., DockerSandbox], engine: docker.DockerClient
@@ -186,13 +186,13 @@ class TestContainer:
         sandbox.resume()
         after_restart = sandbox.exec(["cat", "/workspace/w.txt", "/data/agent/a.txt"]).stdout
         sandbox.terminate(timeout=1)
-        kept = (workspace / "w.txt").read_text(), (agent / "a.txt").read_text()
+        kept_files = (workspace / "w.txt").read_text(), (agent / "a.txt").read_text()
         again = provider.create(spec)
         in_new_sandbox = again.exec(["cat", "/workspace/w.txt"]).stdout
         again.terminate(remove_data=True, timeout=1)
 
         assert after_restart == b"w\na\n"
-        assert kept == ("w\n", "a\n")
+        assert kept_files == ("w\n", "a\n")
         assert in_new_sandbox == b"w\n"
         assert not workspace.exists()
         assert not agent.exists()
@@ -227,7 +227,7 @@ class TestStatus:
         assert "status 3" in sandbox.state().describe()
 
     def test_oom_kill_is_error(self, create_sandbox: Callable[..., DockerSandbox]) -> None:
-        """A main process killed for memory leaves ERROR, and exec says why."""
+        """A main process killed for memory leaves ERROR, and exec explains why."""
         sandbox = create_sandbox(
             command=["sh", "-c", "read line; exec tail /dev/zero"],
             resources=Resources(cpus=1, memory_mb=64, pids=64),
@@ -244,7 +244,7 @@ class TestStatus:
         assert "resume()" in str(raised.value)
 
     def test_paused_exec_explains(self, create_sandbox: Callable[..., DockerSandbox]) -> None:
-        """exec on a paused sandbox raises SandboxStateError that says it is paused."""
+        """exec on a paused sandbox raises SandboxStateError naming the paused state."""
         sandbox = create_sandbox()
         sandbox.pause()
 

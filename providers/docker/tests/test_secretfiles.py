@@ -115,7 +115,7 @@ class TestNoLeaks:
         caplog: pytest.LogCaptureFixture,
         absent: Absent,
     ) -> None:
-        """No inspect JSON, log, listing, repr, error or DEBUG record holds the canary."""
+        """No inspect JSON, log, listing, repr, error or DEBUG record contains the canary."""
         caplog.set_level(logging.DEBUG)
         canary = contract_canary()
         material = SecretMaterial({"CANARY_KEY": canary})
@@ -212,7 +212,7 @@ class TestReplacement:
         assert sandbox.secrets_dir.stat().st_ino == inode
 
     def test_refresh_while_running_visible_inside(self, create_sandbox: Callable[..., DockerSandbox]) -> None:
-        """refresh_secrets changes the files a running sandbox sees, without a restart."""
+        """refresh_secrets changes the files inside a running sandbox, without a restart."""
         old, new = contract_canary("old"), contract_canary("new")
         sandbox = create_sandbox(SecretMaterial({"KEY": old}))
         started = sandbox.state().started_at
@@ -278,27 +278,27 @@ class TestCleanupAfterCrash:
     def test_cleanup_skips_locked_and_removes_abandoned_temporary(
         self, provider: DockerProvider, secrets_root: Path, session_id: str
     ) -> None:
-        """A half-written temporary folder goes; a folder another process holds stays."""
+        """A half-written temporary folder is removed; a folder another process locked stays."""
         owner = provider.owner
         abandoned = secrets_root / f".tmp-{owner}.{session_id}.0a1b2c3d"
         abandoned.mkdir(mode=0o700)
         (abandoned / "s-0").write_text("half")
-        held = secrets_root / f"{owner}.{session_id}-held"
-        held.mkdir(mode=0o700)
-        (held / "manifest").write_text("")
-        fd = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
+        locked_folder = secrets_root / f"{owner}.{session_id}-held"
+        locked_folder.mkdir(mode=0o700)
+        (locked_folder / "manifest").write_text("")
+        fd = os.open(locked_folder, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             report = provider.cleanup()
-            held_exists = held.exists()
+            locked_folder_kept = locked_folder.exists()
         finally:
             os.close(fd)
 
         assert not abandoned.exists()
-        assert held_exists
+        assert locked_folder_kept
         assert report.secret_dirs_removed >= 1
         provider.cleanup()
-        assert not held.exists()
+        assert not locked_folder.exists()
 
     def test_cleanup_keeps_live_sandbox_and_foreign_containers(
         self,

@@ -46,12 +46,12 @@ LABEL_OWNER: Final = f"{PROJECT_LABEL_PREFIX}owner"
 LABEL_SPEC_HASH: Final = f"{PROJECT_LABEL_PREFIX}spec-hash"
 LABEL_PROVIDER: Final = f"{PROJECT_LABEL_PREFIX}provider"
 LABEL_IMAGE_ID: Final = f"{PROJECT_LABEL_PREFIX}image-id"
-# Which of /workspace and /data/agent are the provider's per-session folders
-# (comma-separated "workspace", "agent_dir"); terminate(remove_data=True)
-# deletes only those.
+# The names of the provider's per-session folders among /workspace and
+# /data/agent (comma-separated "workspace", "agent_dir"). Only those are
+# deleted by terminate(remove_data=True).
 LABEL_DEFAULT_DIRS: Final = f"{PROJECT_LABEL_PREFIX}default-dirs"
-# How the secret files are owned (see SecretsAccess.to_label), so that a later
-# process rewrites them the way this container reads them.
+# The ownership of the secret files (see SecretsAccess.to_label), so that a
+# later process rewrites them the way this container reads them.
 LABEL_SECRETS_ACCESS: Final = f"{PROJECT_LABEL_PREFIX}secrets-access"
 PROVIDER_LABEL_KEYS: Final = frozenset(
     {
@@ -84,7 +84,7 @@ def engine_url(base_url: str | None) -> str:
 def _unavailable(url: str, error: BaseException) -> ProviderUnavailableError:
     reason = type(error).__name__
     if isinstance(error, requests.exceptions.ReadTimeout):
-        reason = "it did not answer in time"
+        reason = "it did not respond in time"
     elif "No such file or directory" in str(error) or "FileNotFoundError" in str(error):
         reason = "the socket does not exist"
     elif "Connection refused" in str(error) or "ConnectionRefusedError" in str(error):
@@ -105,7 +105,7 @@ def connect(base_url: str | None) -> docker.DockerClient:
     """Open a client for the engine at ``base_url``, or as ``docker.from_env`` finds it.
 
     Raises:
-        ProviderUnavailableError: The engine does not answer.
+        ProviderUnavailableError: The engine does not respond.
     """
     try:
         if base_url:

@@ -87,7 +87,7 @@ _CAPABILITY_NAME = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 
 PullPolicy = Literal["missing", "never", "always"]
 
-# Called with the name of each step of create once it is done; tests set it to
+# Called with the name of each create step once it is done. Tests set it to
 # stop a create at a known point, for example to SIGKILL the process there.
 _step_hook: Callable[[str], None] | None = None
 
@@ -119,9 +119,9 @@ class DockerProvider(SandboxProvider):
         secrets_dir: The private root of the secrets folders; defaults to
             ``/dev/shm/pi-sandbox-secrets-<uid>`` where ``/dev/shm`` is memory-backed,
             else ``<state_dir>/secrets``.
-        network: The network that specs asking for ``"bridge"`` (the default)
-            get instead, for example a user-defined network; other values in a
-            spec are used as given.
+        network: The network for specs that ask for ``"bridge"`` (the default),
+            for example a user-defined network. Other values in a spec are used
+            as given.
         pull_policy: ``"missing"`` pulls an image that is not present,
             ``"never"`` raises `ImageNotFoundError` instead, ``"always"`` pulls on
             every create.
@@ -251,13 +251,13 @@ class DockerProvider(SandboxProvider):
     # Checks
 
     def check(self) -> ProviderCheck:
-        """Report whether the engine answers, the default image is present and the secrets root is usable."""
+        """Report whether the engine responds, the default image is present and the secrets root is usable."""
         try:
             api = self._api()
             with self._errors("report its version"):
                 version = api.version()
                 info = api.info()
-        except ProviderUnavailableError as error:
+        except PiSandboxError as error:
             return ProviderCheck(False, str(error), "start the Docker engine, or set DOCKER_HOST")
         details = [f"Docker Engine {version.get('Version', '?')} at {self._url}"]
 
@@ -305,7 +305,7 @@ class DockerProvider(SandboxProvider):
         lock: _secretfiles.FolderLock | None = None
         container_id: str | None = None
         try:
-            created_dirs = _make_data_dirs(data_dirs, spec.user)
+            _make_data_dirs(data_dirs, spec.user, created_dirs)
             lock = _secretfiles.create_folder(root, self._owner, session_id, secrets, access)
             _step("secrets-written")
 
@@ -348,18 +348,18 @@ class DockerProvider(SandboxProvider):
 
     def _data_dirs(self, spec: SessionSpec) -> list[_DataDir]:
         dirs = []
-        for field, target, given, default_parent in (
+        for field, target, requested, default_parent in (
             ("workspace", WORKSPACE_MOUNT, spec.workspace, "workspaces"),
             ("agent_dir", AGENT_DIR_MOUNT, spec.agent_dir, "agent"),
         ):
-            if given is None:
+            if requested is None:
                 dirs.append(_DataDir(field, target, self._state_dir / default_parent / spec.session_id, True))
                 continue
-            if not given.is_dir():
+            if not requested.is_dir():
                 raise InvalidSpecError(
-                    field, f"{str(given)!r} does not exist or is not a folder; create it first"
+                    field, f"{str(requested)!r} does not exist or is not a folder; create it first"
                 )
-            dirs.append(_DataDir(field, target, given, False))
+            dirs.append(_DataDir(field, target, requested, False))
         return dirs
 
     def _check_name_free(self, api: Any, session_id: str) -> None:
@@ -643,8 +643,10 @@ class DockerProvider(SandboxProvider):
         Raises:
             SandboxNotFoundError: No container of this provider's owner has it.
         """
-        api = self._api()
         not_found = f"no sandbox of owner {self._owner!r} has provider id {provider_id!r}"
+        if not isinstance(provider_id, str) or not provider_id.strip():
+            raise SandboxNotFoundError(not_found)
+        api = self._api()
         try:
             with self._errors("inspect the container", repr(provider_id)):
                 info = api.inspect_container(provider_id)
@@ -679,7 +681,7 @@ class DockerProvider(SandboxProvider):
                 continue
             engine_status = row.get("State", "")
             if engine_status in {"exited", "dead"}:
-                # Only the full record tells a stop from a crash or an OOM kill.
+                # Only the full record distinguishes a stop from a crash or an OOM kill.
                 try:
                     with self._errors("inspect the container"):
                         state = ContainerState.from_inspect(api.inspect_container(row["Id"])["State"])
@@ -886,10 +888,9 @@ def _check_capabilities(names: tuple[str, ...]) -> None:
             )
 
 
-def _make_data_dirs(data_dirs: list[_DataDir], user: str) -> list[Path]:
-    """Create the missing per-session folders; return those made, for a rollback."""
+def _make_data_dirs(data_dirs: list[_DataDir], user: str, created: list[Path]) -> None:
+    """Create the missing per-session folders, appending each to ``created`` for a rollback."""
     uid_text, _, gid_text = user.partition(":")
-    created = []
     for data_dir in data_dirs:
         if not data_dir.default or data_dir.path.exists():
             continue
@@ -899,4 +900,3 @@ def _make_data_dirs(data_dirs: list[_DataDir], user: str) -> list[Path]:
         # As root, hand the folder to the sandbox's user, who must write in it.
         if os.geteuid() == 0 and uid_text.isdigit():
             os.chown(data_dir.path, int(uid_text), int(gid_text) if gid_text.isdigit() else -1)
-    return created

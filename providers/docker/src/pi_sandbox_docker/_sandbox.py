@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import shutil
@@ -29,6 +28,7 @@ from ._engine import (
     LABEL_SESSION_ID,
     ContainerState,
 )
+from ._errors import DockerEngineError
 from ._stream import DockerChannel, open_attach, run_exec
 
 if TYPE_CHECKING:
@@ -141,16 +141,16 @@ class DockerSandbox(Sandbox):
             raise SandboxStateError(msg)
         access = _secretfiles.SecretsAccess.from_label(self._labels[LABEL_SECRETS_ACCESS])
 
-        lock, made = _secretfiles.open_folder(folder, access)
+        lock, created = _secretfiles.open_folder(folder, access)
         try:
-            if made and secrets is None:
+            if created and secrets is None:
                 logger.warning(
                     "the secrets folder of session %s was gone (host restarted?); the sandbox "
                     "starts with no secrets until resume() is given them",
                     self._session_id,
                     extra=self._log_extra(),
                 )
-            if made or secrets is not None:
+            if created or secrets is not None:
                 _secretfiles.replace_contents(lock, secrets or SecretMaterial(), access)
         except BaseException:
             lock.release()
@@ -167,8 +167,11 @@ class DockerSandbox(Sandbox):
 
     def _do_terminate(self, *, remove_data: bool, timeout: float) -> None:
         api = self._docker._api()
-        with contextlib.suppress(SandboxNotFoundError):
+        try:
             self._do_stop(timeout)
+        except (SandboxNotFoundError, SandboxStateError, DockerEngineError):
+            # The forced removal below ends the container whatever went wrong here.
+            logger.debug("stopping container %s failed", self._provider_id[:12], exc_info=True)
         try:
             with self._docker._errors("remove the sandbox", self._subject()):
                 api.remove_container(self._provider_id, v=True, force=True)

@@ -1,6 +1,6 @@
 """The per-session secrets folder on the host, bind-mounted read-only at ``/run/secrets``.
 
-A folder holds one file per secret under an opaque name (``s-0``, ``s-1``, ...)
+A folder contains one file per secret under an opaque name (``s-0``, ``s-1``, ...)
 and a ``manifest`` with one ``ENV_NAME<TAB>s-N`` line per secret, which the
 image's entrypoint reads. Folders live under one private root folder per host
 user, on a memory-backed filesystem where one exists, and are named
@@ -51,7 +51,7 @@ logger = logging.getLogger("pi_sandbox.docker")
 
 # The group that secret files get when the host process runs as root and the
 # sandbox's user is given by name, so the files cannot belong to its uid. The
-# number only has to be free inside the image; on the host, the private root
+# number only has to be free inside the image. On the host, the private root
 # folder (mode 0700) keeps every other user out whatever the group.
 DEFAULT_SECRETS_GID: Final = 47000
 
@@ -65,7 +65,7 @@ _MEMORY_FILESYSTEMS: Final = frozenset({"tmpfs", "ramfs"})
 
 @attrs.frozen
 class SecretsAccess:
-    """Who may read a sandbox's secret files, and how that is arranged.
+    """The ownership and modes that decide who may read a sandbox's secret files.
 
     Attributes:
         kind: ``"owner"``: the files belong to the sandbox's uid, mode 0400, so
@@ -120,7 +120,8 @@ def choose_access(user: str, secrets_gid: int | None) -> SecretsAccess:
 
     Files can belong to the sandbox's uid when this process may give them away
     (it runs as root) or already has that uid. Otherwise, and for a user given by
-    name, whose uid only the image knows, they are shared through a group.
+    name, whose uid is defined only inside the image, they are shared through a
+    group.
     """
     host_uid = os.geteuid()
     if secrets_gid is not None:
@@ -259,7 +260,7 @@ def create_folder(
     lock until the container that mounts the folder exists.
 
     Raises:
-        SandboxExistsError: Another process holds the session's folder.
+        SandboxExistsError: Another process has the session's folder locked.
     """
     final = root / folder_name(owner, session_id)
     orphan = lock_folder(final, blocking=False)
@@ -322,18 +323,18 @@ def open_folder(path: Path, access: SecretsAccess) -> tuple[FolderLock, bool]:
 def replace_contents(lock: FolderLock, material: SecretMaterial, access: SecretsAccess) -> None:
     """Replace the secrets in a locked folder with ``material``, in place.
 
-    The folder itself stays (a running container's bind mount refers to it).
-    New values go to file names the current manifest does not use, each written
-    under a temporary name and renamed; then the new manifest replaces the old
-    one in a single rename; then files the new manifest does not list are
-    deleted. A reader therefore sees either the old set or the new one, never
-    a mix. An empty ``material`` leaves only an empty manifest.
+    The folder itself stays, because a running container's bind mount refers
+    to it. Each new value goes to a file name the current manifest does not
+    use, written under a temporary name and renamed. Then the new manifest
+    replaces the old one in a single rename, and the files it does not list
+    are deleted. A reader therefore sees either the old set or the new one,
+    never a mix. An empty ``material`` leaves only an empty manifest.
     """
     existing = set(os.listdir(lock.fd))
     used = {int(match.group(1)) for name in existing if (match := SECRET_FILE_PATTERN.fullmatch(name))}
 
     lines: list[str] = []
-    kept = {MANIFEST}
+    listed = {MANIFEST}
     index = 0
     for env_name, value in material.items():
         while index in used:
@@ -342,10 +343,10 @@ def replace_contents(lock: FolderLock, material: SecretMaterial, access: Secrets
         index += 1
         _write_file(lock.fd, file_name, value.reveal(), access)
         lines.append(f"{env_name}\t{file_name}\n")
-        kept.add(file_name)
+        listed.add(file_name)
     _write_file(lock.fd, MANIFEST, "".join(lines).encode(), access)
 
-    for name in set(os.listdir(lock.fd)) - kept:
+    for name in set(os.listdir(lock.fd)) - listed:
         os.unlink(name, dir_fd=lock.fd)
 
 

@@ -18,6 +18,8 @@ import ssl
 import time
 from typing import Any, Final
 
+import docker.errors
+
 from pi_sandbox import Channel, ChannelClosedError, ExecResult, ProviderUnavailableError
 
 __all__ = ["DockerChannel", "FrameDecoder", "HijackedConnection", "open_attach", "run_exec"]
@@ -141,7 +143,7 @@ class HijackedConnection:
         return bool(readable), bool(writable)
 
     def close(self) -> None:
-        """Close the connection; a thread blocked reading it sees the end of the stream."""
+        """Close the connection; a thread blocked reading it then reads the end of the stream."""
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
@@ -387,8 +389,19 @@ def _kill_inside(api: Any, container_id: str, pid: str | None, user: str | None)
             extra={"pi_sandbox.container_id": container_id},
         )
         return
-    kill_id = api.exec_create(container_id, ["sh", "-c", _KILL_SCRIPT, pid], user=user or "")["Id"]
-    api.exec_start(kill_id)
+    try:
+        kill_id = api.exec_create(container_id, ["sh", "-c", _KILL_SCRIPT, pid], user=user or "")["Id"]
+        api.exec_start(kill_id)
+    except docker.errors.APIError:
+        # For example the sandbox stopped meanwhile, which ended the command too.
+        logger.warning(
+            "could not kill the timed-out exec's process group %s in container %s",
+            pid,
+            container_id[:12],
+            exc_info=True,
+            extra={"pi_sandbox.container_id": container_id},
+        )
+        return
     logger.debug(
         "exec timed out; killed process group %s in container %s",
         pid,
