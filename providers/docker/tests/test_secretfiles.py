@@ -19,13 +19,17 @@ from typing import Any
 import docker
 import pytest
 
-from pi_sandbox import SandboxExistsError, SandboxStatus, SecretMaterial, SessionSpec
+from pi_sandbox import (
+    ProviderUnavailableError,
+    SandboxExistsError,
+    SandboxStatus,
+    SecretMaterial,
+    SessionSpec,
+)
 from pi_sandbox.testing import contract_canary
-from pi_sandbox_docker import DockerProvider, DockerSandbox
+from pi_sandbox_docker import DockerProvider, DockerSandbox, _secretfiles
 from pi_sandbox_docker._engine import LABEL_OWNER, LABEL_SESSION_ID
 from pi_sandbox_docker._secretfiles import parse_folder_name
-
-pytestmark = pytest.mark.integration
 
 # Prints every environment of every process the exec's user may read, one
 # variable per line: the main process got its secrets from the entrypoint.
@@ -43,6 +47,103 @@ def _session_folders(root: Path, session_id: str) -> list[Path]:
     return found
 
 
+class TestFolderRules:
+    """The secrets folder's naming, root checks and in-place replacement, without an engine."""
+
+    def test_root_created_private(self, tmp_path: Path) -> None:
+        """A missing root is created with mode 0700."""
+        root = _secretfiles.ensure_root(tmp_path / "root")
+
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700
+
+    def test_root_open_to_others_rejected(self, tmp_path: Path) -> None:
+        """A root that group or others can enter raises ProviderUnavailableError."""
+        root = tmp_path / "open"
+        root.mkdir(mode=0o755)
+        root.chmod(0o755)
+
+        with pytest.raises(ProviderUnavailableError, match="0755"):
+            _secretfiles.ensure_root(root)
+
+    def test_root_symlink_rejected(self, tmp_path: Path) -> None:
+        """A root that is a symbolic link raises, even to a private folder."""
+        target = tmp_path / "target"
+        target.mkdir(mode=0o700)
+        link = tmp_path / "link"
+        link.symlink_to(target)
+
+        with pytest.raises(ProviderUnavailableError, match="symbolic link"):
+            _secretfiles.ensure_root(link)
+
+    @pytest.mark.parametrize(
+        ("name", "expected"),
+        [
+            ("relay.s-1", ("relay", "s-1", False)),
+            (".tmp-relay.s-1.0a1b2c3d", ("relay", "s-1", True)),
+            ("relay", None),
+            ("re.lay.s-1", None),
+            (".tmp-relay", None),
+        ],
+    )
+    def test_folder_names(self, name: str, expected: tuple[str, str, bool] | None) -> None:
+        """Folder names parse into owner, session id and whether they are temporary."""
+        assert parse_folder_name(name) == expected
+
+    def test_access_root_numeric_user_is_owner(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """As root with a numeric sandbox user, files belong to that uid with mode 0400."""
+        monkeypatch.setattr(os, "geteuid", lambda: 0)
+
+        access = _secretfiles.choose_access("1000:1000", None)
+        named = _secretfiles.choose_access("user", None)
+
+        assert (access.kind, access.uid, access.gid, access.file_mode) == ("owner", 1000, 47000, 0o400)
+        assert access.group_add is None
+        assert (named.kind, named.uid, named.gid, named.file_mode) == ("group", 0, 47000, 0o440)
+        assert named.group_add == 47000
+
+    def test_access_unprivileged_user(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """As another uid, files are shared through the process's group; as the sandbox uid, owned."""
+        monkeypatch.setattr(os, "geteuid", lambda: 1234)
+        monkeypatch.setattr(os, "getegid", lambda: 1234)
+
+        other = _secretfiles.choose_access("1000:1000", None)
+        same = _secretfiles.choose_access("1234", None)
+        configured = _secretfiles.choose_access("1000", 5000)
+
+        assert (other.kind, other.uid, other.gid) == ("group", 1234, 1234)
+        assert (same.kind, same.uid, same.gid) == ("owner", 1234, 1234)
+        assert (configured.kind, configured.gid, configured.group_add) == ("group", 5000, 5000)
+
+    def test_access_label_round_trip(self) -> None:
+        """An access survives its label, and a malformed label raises ValueError."""
+        access = _secretfiles.SecretsAccess("group", 12, 34)
+
+        assert _secretfiles.SecretsAccess.from_label(access.to_label()) == access
+        with pytest.raises(ValueError, match="secrets access label"):
+            _secretfiles.SecretsAccess.from_label("owner:x")
+
+    def test_replace_in_place(self, tmp_path: Path) -> None:
+        """Replacement keeps the folder, uses unused file names and deletes what is no longer listed."""
+        root = _secretfiles.ensure_root(tmp_path / "root")
+        access = _secretfiles.SecretsAccess("owner", os.geteuid(), os.getegid())
+        lock = _secretfiles.create_folder(root, "o", "s", SecretMaterial({"A": "one", "B": "two"}), access)
+        inode = lock.path.stat().st_ino
+        first = (lock.path / "manifest").read_text()
+
+        _secretfiles.replace_contents(lock, SecretMaterial({"A": "one", "C": "three"}), access)
+        second = (lock.path / "manifest").read_text()
+        names = sorted(p.name for p in lock.path.iterdir())
+        lock.release()
+
+        assert first == "A\ts-0\nB\ts-1\n"
+        assert second == "A\ts-2\nC\ts-3\n"
+        assert names == ["manifest", "s-2", "s-3"]
+        assert (lock.path / "s-3").read_text() == "three"
+        assert lock.path.stat().st_ino == inode
+        assert stat.S_IMODE((lock.path / "s-2").stat().st_mode) == 0o400
+
+
+@pytest.mark.integration
 class TestFileAccess:
     """Who can read and write the secret files inside the sandbox."""
 
@@ -104,6 +205,7 @@ class TestFileAccess:
             assert set(modes.values()) <= {0o400, 0o440}
 
 
+@pytest.mark.integration
 class TestNoLeaks:
     """The secret value stays in the secret files."""
 
@@ -168,6 +270,7 @@ class TestNoLeaks:
         assert engine.containers.list(all=True, filters={"name": f"pi-sandbox-{session_id}"}) == []
 
 
+@pytest.mark.integration
 class TestReplacement:
     """resume() and refresh_secrets() replace the set of secrets."""
 
@@ -227,6 +330,7 @@ class TestReplacement:
         assert sandbox.state().started_at == started
 
 
+@pytest.mark.integration
 class TestCleanupAfterCrash:
     """A host process SIGKILLed in the middle of create leaves nothing that cleanup misses."""
 
