@@ -214,6 +214,18 @@ class TestStatus:
         assert state.exit_code in {0, 137, 143}
         assert listed[sandbox.session_id] is SandboxStatus.STOPPED
 
+    def test_stop_while_paused(self, create_sandbox: Callable[..., DockerSandbox]) -> None:
+        """A paused sandbox stops, and resume starts it again."""
+        sandbox = create_sandbox()
+        sandbox.pause()
+
+        sandbox.stop(timeout=1)
+        stopped = sandbox.refresh()
+        sandbox.resume()
+
+        assert stopped is SandboxStatus.STOPPED
+        assert sandbox.refresh() is SandboxStatus.RUNNING
+
     def test_crash_is_error(self, create_sandbox: Callable[..., DockerSandbox]) -> None:
         """A main process that exits with status 3 leaves the sandbox in ERROR."""
         sandbox = create_sandbox(command=["sh", "-c", "read line; exit 3"])

@@ -367,7 +367,8 @@ def _pump(
                 sent, pending = 0, memoryview(b"")
             pending = pending[sent:]
             if not pending:
-                connection.sock.shutdown(socket.SHUT_WR)
+                with contextlib.suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_WR)
                 pending = None
 
         if readable:
