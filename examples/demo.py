@@ -3,9 +3,9 @@
 
 The demo builds the local image when needed, stores a random demo key in the
 encrypted secret store, and creates a sandbox that receives only that key. It
-then asks pi over RPC for its state and its available models, checks that the
-key appears nowhere in the container's inspect JSON, and sends a prompt that
-pi answers through a mock Anthropic model on 127.0.0.1. Last, it terminates the
+then requests pi's state and available models over RPC, checks that the key
+appears nowhere in the container's inspect JSON, and sends a prompt, which pi
+passes to a mock Anthropic model on 127.0.0.1. Last, it terminates the
 sandbox, checks that the secrets folder is gone, and deletes the demo key.
 
 The store is the one `open_secret_store()` opens: ``$PI_SANDBOX_DATABASE_URL``,
@@ -60,7 +60,7 @@ _T = TypeVar("_T")
 
 
 class DemoError(Exception):
-    """A demo step failed; the message says what was expected and what happened."""
+    """A demo step failed; the message states what was expected and what happened."""
 
 
 class Demo:
@@ -348,7 +348,7 @@ def _parse_label(text: str) -> tuple[str, str]:
 def _configure_logging(verbose: bool) -> None:
     # Standard output, so that log lines appear between the step lines they belong to.
     logging.basicConfig(level=logging.WARNING, format="    log: %(name)s: %(message)s", stream=sys.stdout)
-    # The store's INFO line says where a newly generated key file went.
+    # The store logs at INFO where it wrote a newly generated key file.
     logging.getLogger("pi_sandbox.store").setLevel(logging.INFO)
     if verbose:
         logging.getLogger("pi_sandbox").setLevel(logging.DEBUG)

@@ -9,7 +9,7 @@ Tests and the demo point pi at it instead of a real model provider::
 
 The server accepts ``POST /v1/messages`` only with the expected key (in the
 ``x-api-key`` header, as Anthropic's SDK sends it, or as a bearer token), and
-answers every other key with 401 and a JSON error. It records each accepted
+rejects every other key with 401 and a JSON error. It records each accepted
 request's path, headers (without the credential headers) and JSON body, and
 only counts rejected ones. Replies are scripted: each new user turn takes the
 next scripted reply, or the default text when none is left. A tool-call reply
@@ -63,7 +63,7 @@ class TextReply:
 
 @attrs.frozen
 class ToolCallReply:
-    """A scripted tool call, answered with ``final_text`` once its result comes back.
+    """A scripted tool call, followed by ``final_text`` once its result comes back.
 
     Attributes:
         tool_name: The name of one of the tools the request offers, such as
@@ -92,7 +92,7 @@ class RecordedRequest:
         headers: The request headers with lower-case names, except ``x-api-key``
             and ``authorization``.
         body: The parsed JSON body, or None when the body was not JSON.
-        reply: What the server answered with.
+        reply: The scripted reply the server sent, or None for an error response.
     """
 
     method: str
@@ -111,7 +111,7 @@ class RecordedRequest:
 
 @attrs.define
 class _Script:
-    """The server's replies and what it has seen, shared by the handler threads."""
+    """The server's scripted replies and recorded requests, shared by the handler threads."""
 
     api_key: str
     default_text: str
@@ -164,6 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("mock model %s: " + format, self.address_string(), *args)
 
     def do_GET(self) -> None:
+        logger.info("mock model has no route for GET %s", self.path)
         self._send_error(HTTPStatus.NOT_FOUND, "not_found_error", f"no route for GET {self.path}")
 
     def do_POST(self) -> None:
@@ -172,16 +173,22 @@ class _Handler(BaseHTTPRequestHandler):
         if not script.key_matches(headers):
             with script.lock:
                 script.rejected += 1
+                rejected = script.rejected
+            logger.info(
+                "mock model rejected POST %s: wrong or missing key (%d rejected)", self.path, rejected
+            )
             self._drain_body()
             self._send_error(HTTPStatus.UNAUTHORIZED, "authentication_error", "invalid x-api-key")
             return
 
         body = self._read_json()
         if self.path.split("?", 1)[0] != MESSAGES_PATH:
+            logger.info("mock model has no route for POST %s", self.path)
             self._record(headers, body, None)
             self._send_error(HTTPStatus.NOT_FOUND, "not_found_error", f"no route for POST {self.path}")
             return
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            logger.info("mock model rejected POST %s: the body has no messages list", self.path)
             self._record(headers, body, None)
             self._send_error(
                 HTTPStatus.BAD_REQUEST,
@@ -199,8 +206,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.OK, _message(reply, model))
 
     def _record(self, headers: dict[str, str], body: Any, reply: Reply | None) -> None:
-        kept = {name: value for name, value in headers.items() if name not in _CREDENTIAL_HEADERS}
-        request = RecordedRequest(method=self.command, path=self.path, headers=kept, body=body, reply=reply)
+        safe_headers = {name: value for name, value in headers.items() if name not in _CREDENTIAL_HEADERS}
+        request = RecordedRequest(
+            method=self.command, path=self.path, headers=safe_headers, body=body, reply=reply
+        )
         with self.server.script.lock:
             self.server.script.requests.append(request)
 
@@ -391,7 +400,7 @@ class MockModelServer:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """The accepted requests so far, oldest first."""
+        """The requests with the right key so far, oldest first, including those answered with 400 or 404."""
         with self._script.lock:
             return list(self._script.requests)
 
