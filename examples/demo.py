@@ -94,7 +94,11 @@ class Demo:
         return f"{self.store.url}"
 
     def store_key(self) -> str:
-        _require(self.store).put(DEMO_SECRET, self.key, env_var=KEY_ENV_VAR)
+        try:
+            _require(self.store).put(DEMO_SECRET, self.key, env_var=KEY_ENV_VAR)
+        except pi_sandbox.InvalidSecretError as error:
+            msg = f"{error}; or run the demo on another store by setting PI_SANDBOX_DATABASE_URL"
+            raise DemoError(msg) from None
         return f"secret {DEMO_SECRET!r} for {KEY_ENV_VAR}: {len(self.key)} random characters, not shown"
 
     def start_model(self) -> str:
@@ -205,8 +209,10 @@ class Demo:
     def delete_key(self) -> str:
         if self.store is None:
             return "no store was opened"
-        with contextlib.suppress(pi_sandbox.SecretNotFoundError):
+        try:
             self.store.delete(DEMO_SECRET)
+        except pi_sandbox.SecretNotFoundError:
+            return f"the store has no secret {DEMO_SECRET!r} to delete"
         return f"secret {DEMO_SECRET!r} deleted, so the next run starts clean"
 
     def close(self) -> None:
@@ -307,6 +313,7 @@ class Report:
     def __init__(self) -> None:
         self.failed = 0
         self.passed = 0
+        self.skipped = 0
         self._start = time.perf_counter()
 
     def run(self, name: str, step: Callable[[], str]) -> bool:
@@ -315,14 +322,16 @@ class Report:
             detail = step()
         except Exception as error:  # every failure is reported, then the demo goes on to clean up
             self.failed += 1
-            self._line("✗", name, f"{type(error).__name__}: {error}", started)
+            described = str(error) if isinstance(error, DemoError) else f"{type(error).__name__}: {error}"
+            self._line("✗", name, described, started)
             return False
         self.passed += 1
         self._line("✓", name, detail, started)
         return True
 
     def skip(self, name: str) -> None:
-        print(f"  - {name:<24} skipped after the failure above", flush=True)
+        self.skipped += 1
+        print(f"  - {name:<24} {'':8}  skipped after the failure above", flush=True)
 
     def _line(self, mark: str, name: str, detail: str, started: float) -> None:
         first, *rest = detail.splitlines() or [""]
@@ -333,7 +342,8 @@ class Report:
     def summary(self) -> str:
         elapsed = time.perf_counter() - self._start
         if self.failed:
-            return f"{self.failed} of {self.failed + self.passed} steps failed ({elapsed:.1f} s)."
+            run = self.failed + self.passed
+            return f"{self.failed} of {run} steps failed, {self.skipped} skipped ({elapsed:.1f} s)."
         return f"All {self.passed} steps passed in {elapsed:.1f} s."
 
 
