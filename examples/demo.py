@@ -91,7 +91,7 @@ class Demo:
 
     def open_store(self) -> str:
         self.store = pi_sandbox.open_secret_store()
-        return f"{self.store.url}"
+        return self.store.url
 
     def store_key(self) -> str:
         try:
@@ -128,6 +128,7 @@ class Demo:
         self.provider = pi_sandbox.get_provider("docker", image=self.image, extra_labels=self.labels)
         # Only the demo key goes in, never the store's other secrets.
         self.sandbox = self.provider.create(spec, store.material(names=[DEMO_SECRET]))
+        # Docker sandboxes name their secrets folder on the host; other providers may have none.
         self.secrets_dir = getattr(self.sandbox, "secrets_dir", None)
         self.channel = self.sandbox.attach()
         return f"container {self.sandbox.provider_id[:12]}, session {spec.session_id}, network host"
