@@ -90,6 +90,7 @@ class TestHostApp:
         api_key: str,
         store_url: str,
         encryption_key: str,
+        tmp_path: Path,
     ) -> None:
         """examples/host_app.py prints the mock model's reply, reached with the stored key."""
         env = _store_env(store_url, encryption_key)
@@ -97,6 +98,8 @@ class TestHostApp:
         env["ANTHROPIC_BASE_URL"] = model_server.base_url
         env["SANDBOX_PROVIDER"] = "e2e-docker"
         env["PI_SANDBOX_E2E_PROVIDER_CONFIG"] = json.dumps(provider_config)
+        # The example's models.json goes under this test's folder.
+        env["TMPDIR"] = str(tmp_path)
 
         result = subprocess.run(
             [sys.executable, str(WRAPPER), str(HOST_APP)],
