@@ -20,9 +20,18 @@ from pi_sandbox.testing.mock_model import DEFAULT_REPLY, MockModelServer
 pytestmark = pytest.mark.integration
 
 DEMO = REPO_ROOT / "examples" / "demo.py"
-HOST_APP = REPO_ROOT / "examples" / "host_app.py"
+README = REPO_ROOT / "README.md"
 WRAPPER = Path(__file__).with_name("run_with_test_provider.py")
 EXAMPLE_TIMEOUT = 600
+
+
+def readme_host_app(destination: Path) -> Path:
+    """Write the Python block of the README's host-application section to ``destination``."""
+    text = README.read_text()
+    section = text[text.index("## A host application") :]
+    code = section[section.index("```python\n") + len("```python\n") : section.index("\n```\n")]
+    destination.write_text(code + "\n")
+    return destination
 
 
 def _store_env(store_url: str, encryption_key: str) -> dict[str, str]:
@@ -92,7 +101,7 @@ class TestHostApp:
         encryption_key: str,
         tmp_path: Path,
     ) -> None:
-        """examples/host_app.py prints the mock model's reply, reached with the stored key."""
+        """The README's host-application example prints the mock model's reply."""
         env = _store_env(store_url, encryption_key)
         env[KEY_ENV_VAR] = api_key
         env["ANTHROPIC_BASE_URL"] = model_server.base_url
@@ -102,7 +111,7 @@ class TestHostApp:
         env["TMPDIR"] = str(tmp_path)
 
         result = subprocess.run(
-            [sys.executable, str(WRAPPER), str(HOST_APP)],
+            [sys.executable, str(WRAPPER), str(readme_host_app(tmp_path / "host_app.py"))],
             capture_output=True,
             text=True,
             env=env,

@@ -353,7 +353,11 @@ class ProviderContract:
             # Send from another thread: a process that echoes lines stops reading
             # its input while its own output waits to be read, so one thread doing
             # both would deadlock on any transport with bounded buffers.
-            sender = threading.Thread(target=lambda: [channel.send(m) for m in messages])
+            def send_all() -> None:
+                for message in messages:
+                    channel.send(message)
+
+            sender = threading.Thread(target=send_all)
             sender.start()
             received = [channel.receive(timeout=60) for _ in messages]
             sender.join(timeout=60)
