@@ -29,11 +29,14 @@ def assert_absent(value: str, text: str, where: str) -> None:
         pytest.fail(f"a secret value appears in {where}", pytrace=False)
 
 
-def assert_same_secret(actual: bytes, expected: bytes, what: str) -> None:
+def assert_same_secret(actual: bytes, expected: bytes, context: str) -> None:
     """Fail, without printing either value, unless the two are equal."""
     if not hmac.compare_digest(actual, expected):
-        pytest.fail(f"{what}: the stored value ({len(actual)} bytes) differs from the expected one "
-                    f"({len(expected)} bytes)", pytrace=False)
+        pytest.fail(
+            f"{context}: the stored value ({len(actual)} bytes) differs from the expected one "
+            f"({len(expected)} bytes)",
+            pytrace=False,
+        )
 
 
 def assert_error(result: CliResult, exit_code: int, *words: str) -> None:

@@ -115,7 +115,9 @@ def test_image(engine: Any) -> str:
     named = os.environ.get(IMAGE_ENV)
     if named:
         return named
-    spec = importlib.util.spec_from_file_location("pi_sandbox_cli_image_build", REPO_ROOT / "images/local/build.py")
+    spec = importlib.util.spec_from_file_location(
+        "pi_sandbox_cli_image_build", REPO_ROOT / "images/local/build.py"
+    )
     assert spec is not None
     assert spec.loader is not None
     build = importlib.util.module_from_spec(spec)

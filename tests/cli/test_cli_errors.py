@@ -75,7 +75,7 @@ class TestNotFound:
 
 class TestUnavailable:
     def test_unreachable_engine(self, invoke: Invoke) -> None:
-        """An engine that does not answer exits with 4, and the hint points at doctor."""
+        """An unreachable engine exits with 4, and the hint points at doctor."""
         result = invoke("-o", MISSING_ENGINE, "ls")
 
         assert_error(result, 4, "not reachable")
@@ -166,15 +166,14 @@ class TestExitCodeTable:
         for code in ExitCode:
             assert re.search(rf"^\| *`?{code.value}`? *\|", text, re.MULTILINE), code
 
-    def test_docs_cover_every_command(self, invoke: Invoke) -> None:
-        """docs/cli.md has a section for every command and subcommand."""
+    def test_docs_cover_every_command(self) -> None:
+        """docs/cli.md has a heading for every command and subcommand."""
         from pi_sandbox._cli import cli
 
         text = DOCS.read_text(encoding="utf-8")
+        headings = "\n".join(line for line in text.splitlines() if line.startswith("#"))
         for name, command in cli.commands.items():
-            subcommands = getattr(command, "commands", None)
-            if subcommands:
-                for subname in subcommands:
-                    assert f"## `pi-sandbox {name} {subname}" in text or f"### `pi-sandbox {name} {subname}" in text
-            else:
-                assert f"## `pi-sandbox {name}" in text, name
+            subcommands = getattr(command, "commands", {})
+            for subname in subcommands or [""]:
+                full_name = f"pi-sandbox {name} {subname}".rstrip()
+                assert f"`{full_name}" in headings, full_name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -24,7 +25,9 @@ OpenStore = Callable[[], SqlSecretStore]
 class TestSecretsSet:
     def test_reads_value_from_stdin(self, invoke: Invoke, open_store: OpenStore, canary: str) -> None:
         """The value piped in is stored, and no output shows it."""
-        result = invoke("secrets", "set", "anthropic", "--env", "ANTHROPIC_API_KEY", "--kind", "llm", input=canary)
+        result = invoke(
+            "secrets", "set", "anthropic", "--env", "ANTHROPIC_API_KEY", "--kind", "llm", input=canary
+        )
 
         assert result.exit_code == 0, result.stderr
         assert result.stdout == ""
@@ -51,7 +54,9 @@ class TestSecretsSet:
         stored = open_store().get("key").reveal()
         assert_same_secret(stored, (canary + stored_suffix).encode(), "secrets set")
 
-    def test_keep_newline_stores_bytes_exactly(self, invoke: Invoke, open_store: OpenStore, canary: str) -> None:
+    def test_keep_newline_stores_bytes_exactly(
+        self, invoke: Invoke, open_store: OpenStore, canary: str
+    ) -> None:
         """--keep-newline stores what standard input held, byte for byte."""
         value = b"\xff\x01" + canary.encode() + b"\r\n"
 
@@ -124,12 +129,14 @@ class TestSecretsSet:
 
         assert_error(result, 2, "invalid secret name")
 
-    def test_terminal_prompts_twice_hidden(self, tmp_path: Path, store_environment: dict[str, str], canary: str) -> None:
+    def test_terminal_prompts_twice_hidden(
+        self, tmp_path: Path, store_environment: dict[str, str], canary: str
+    ) -> None:
         """In a terminal, the value is asked for twice without echo, and never printed."""
         pid, fd = pty.fork()
         if pid == 0:  # the child: the terminal is its stdin, stdout and stderr
             argv = [*cli_command(), "secrets", "set", "typed", "--env", "TYPED"]
-            os.execve(argv[0], argv, {**os.environ, **store_environment})
+            os.execve(argv[0], argv, {**os.environ, **store_environment})  # noqa: S606 - no shell wanted
 
         transcript = bytearray()
 
@@ -147,10 +154,8 @@ class TestSecretsSet:
         os.write(fd, canary.encode() + b"\n")
         read_until(b"stored secret")
         _, status = os.waitpid(pid, 0)
-        try:
+        with contextlib.suppress(OSError):  # the terminal may have closed with the child
             transcript.extend(os.read(fd, 4096))
-        except OSError:
-            pass  # the terminal closed with the child
         os.close(fd)
 
         assert os.waitstatus_to_exitcode(status) == 0
@@ -170,7 +175,16 @@ class TestSecretsList:
         result = invoke("secrets", "list")
 
         assert result.exit_code == 0, result.stderr
-        for word in ("anthropic", "ANTHROPIC_API_KEY", "llm", "other", "OTHER_KEY", "yes", "no", "key version"):
+        for word in (
+            "anthropic",
+            "ANTHROPIC_API_KEY",
+            "llm",
+            "other",
+            "OTHER_KEY",
+            "yes",
+            "no",
+            "key version",
+        ):
             assert word in result.stdout
         rows = [line for line in result.stdout.splitlines() if "anthropic" in line]
         assert len(rows) == 1
@@ -187,7 +201,15 @@ class TestSecretsList:
         assert record["env_var"] == "ANTHROPIC_API_KEY"
         assert record["enabled"] is True
         assert record["key_version"] == 1
-        assert set(record) == {"name", "env_var", "kind", "enabled", "key_version", "created_at", "updated_at"}
+        assert set(record) == {
+            "name",
+            "env_var",
+            "kind",
+            "enabled",
+            "key_version",
+            "created_at",
+            "updated_at",
+        }
 
     def test_empty_store(self, invoke: Invoke) -> None:
         """An empty store prints an empty JSON list, and a note instead of a table."""
@@ -297,7 +319,9 @@ class TestRotateKey:
         with open_secret_store() as store:
             assert_same_secret(store.get("key").reveal(), canary.encode(), "with the printed key")
 
-    def test_embedded_store_key_file(self, invoke: Invoke, monkeypatch: pytest.MonkeyPatch, canary: str) -> None:
+    def test_embedded_store_key_file(
+        self, invoke: Invoke, monkeypatch: pytest.MonkeyPatch, canary: str
+    ) -> None:
         """Without any configuration, the embedded store's own key file is rotated."""
         from pi_sandbox._store import DATABASE_URL_ENV, default_key_file
 

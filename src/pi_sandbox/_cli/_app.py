@@ -26,7 +26,7 @@ class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -74,7 +74,7 @@ def _configure_logging(verbose: int, *, debug: bool) -> None:
 class _CommandLine(click.Group):
     """The root group; its `main` turns every error into one ``error:`` line and an exit code."""
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,
@@ -153,7 +153,9 @@ own key file).
 """
 
 
-@click.group("pi-sandbox", cls=_CommandLine, help=_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    "pi-sandbox", cls=_CommandLine, help=_HELP, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.option(
     "--provider",
     "provider_name",
@@ -182,6 +184,7 @@ own key file).
 @click.pass_context
 def cli(
     ctx: click.Context,
+    *,
     provider_name: str | None,
     provider_options: tuple[str, ...],
     database_url: str | None,

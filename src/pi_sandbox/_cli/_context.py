@@ -1,11 +1,13 @@
-"""What every command shares: the global options, the provider, the store and the output."""
+"""State and helpers shared by every command: global options, provider, store and output."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -20,7 +22,9 @@ if TYPE_CHECKING:
     from .._store import SqlSecretStore
 
 __all__ = [
+    "KeySource",
     "Settings",
+    "key_source",
     "parse_assignment",
     "parse_provider_option",
     "print_json",
@@ -67,8 +71,8 @@ class Settings:
             if not options:
                 raise
             # The factory's own argument checks: an unknown keyword or a bad value.
-            shown = ", ".join(sorted(options)) or "none"
-            msg = f"the provider rejected its options ({shown}): {error}"
+            option_names = ", ".join(sorted(options))
+            msg = f"the provider rejected its options ({option_names}): {error}"
             raise CommandError(
                 msg,
                 "check the --provider-option names and values in the provider's documentation",
@@ -80,6 +84,55 @@ class Settings:
         from .._store import open_secret_store  # noqa: PLC0415 - loads SQLAlchemy only when needed
 
         return open_secret_store(self.database_url)
+
+
+@attrs.frozen
+class KeySource:
+    """The origin of the store's keys: a key file, or an environment variable.
+
+    Attributes:
+        file: The key file, or None when the keys are in ``variable``.
+        variable: The environment variable that contains the keys, or None.
+        embedded: The file is the embedded store's own, created on first use.
+    """
+
+    file: Path | None
+    variable: str | None
+    embedded: bool = False
+
+    def describe(self) -> str:
+        """Name the source for a message."""
+        return f"key file {self.file}" if self.file is not None else f"${self.variable}"
+
+
+def key_source(settings: Settings) -> KeySource:
+    """Find where `open_secret_store` takes the keys from, by the same rules.
+
+    Raises:
+        CommandError: No key is configured for a database other than the
+            embedded one (exit code 5).
+    """
+    from .._store import (  # noqa: PLC0415 - the store loads SQLAlchemy
+        DATABASE_URL_ENV,
+        ENCRYPTION_KEY_ENV,
+        ENCRYPTION_KEY_FILE_ENV,
+        default_key_file,
+    )
+
+    if os.environ.get(ENCRYPTION_KEY_ENV, "").strip():
+        return KeySource(None, ENCRYPTION_KEY_ENV)
+    key_file = os.environ.get(ENCRYPTION_KEY_FILE_ENV, "").strip()
+    if key_file:
+        return KeySource(Path(key_file).expanduser(), None)
+    if settings.database_url is None and not os.environ.get(DATABASE_URL_ENV, "").strip():
+        return KeySource(default_key_file(), None, embedded=True)
+    msg = "no encryption key is configured for the secret store's database"
+    raise CommandError(
+        msg,
+        f"set {ENCRYPTION_KEY_ENV} to the base64 of 32 random bytes, or {ENCRYPTION_KEY_FILE_ENV} "
+        "to a key file; the same key that encrypted the stored secrets",
+        ExitCode.STORE_UNUSABLE,
+    )
 
 
 def parse_provider_option(text: str) -> tuple[str, Any]:
@@ -111,8 +164,8 @@ def parse_assignment(text: str, option: str) -> tuple[str, str]:
 def stdout_console() -> Console:
     """Return a console on standard output, for tables.
 
-    Outside a terminal, rich assumes 80 columns and wraps table cells; a wide
-    width keeps each row on one line for grep and friends.
+    Outside a terminal, rich assumes 80 columns and wraps table cells. A wide
+    width keeps each row on one line, for grep and other tools.
     """
     width = None if sys.stdout.isatty() else _PIPE_WIDTH
     return Console(highlight=False, width=width)
@@ -124,5 +177,5 @@ def print_json(data: Any) -> None:
 
 
 def stderr_is_terminal() -> bool:
-    """Whether standard error is a terminal, where progress spinners make sense."""
+    """Return whether standard error is a terminal, where progress spinners make sense."""
     return sys.stderr.isatty()

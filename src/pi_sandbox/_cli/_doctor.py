@@ -17,7 +17,7 @@ from .._plugins import DEFAULT_PROVIDER, PROVIDER_ENV, plugin_manager
 from .._provider import Sandbox, SandboxProvider
 from .._secrets import SecretMaterial
 from .._spec import SECRETS_MOUNT, SessionSpec
-from ._context import Settings, print_json
+from ._context import Settings, key_source, print_json
 from ._errors import ExitCode, describe_error
 
 if TYPE_CHECKING:
@@ -52,39 +52,22 @@ def _failed(name: str, error: PiSandboxError) -> CheckResult:
 
 
 def _check_key(settings: Settings) -> CheckResult:
-    """Find the encryption keys the store would use, without opening it."""
-    from .._store import (  # noqa: PLC0415 - the store loads SQLAlchemy
-        DATABASE_URL_ENV,
-        ENCRYPTION_KEY_ENV,
-        ENCRYPTION_KEY_FILE_ENV,
-        KeyRing,
-        default_key_file,
-    )
+    """Load the encryption keys the store would use, without opening the store."""
+    from .._store import KeyRing, default_key_file  # noqa: PLC0415 - the store loads SQLAlchemy
 
     name = "encryption key"
     try:
+        source = key_source(settings)
+        if source.embedded and not default_key_file().exists():
+            detail = f"the embedded store creates its key file {default_key_file()} on first use"
+            return CheckResult(name, True, detail)
         keyring = KeyRing.from_environment()
-        if keyring is not None:
-            source = ENCRYPTION_KEY_ENV if os.environ.get(ENCRYPTION_KEY_ENV, "").strip() else (
-                f"key file {os.environ[ENCRYPTION_KEY_FILE_ENV].strip()}"
-            )
-            return CheckResult(name, True, f"{source}: key versions {list(keyring.versions)}")
-
-        if settings.database_url or os.environ.get(DATABASE_URL_ENV, "").strip():
-            return CheckResult(
-                name,
-                False,
-                "no encryption key is configured for the configured database",
-                f"set {ENCRYPTION_KEY_ENV} to the base64 of 32 random bytes, or {ENCRYPTION_KEY_FILE_ENV} "
-                "to a key file",
-            )
-        path = default_key_file()
-        if not path.exists():
-            return CheckResult(name, True, f"the embedded store creates its key file {path} on first use")
-        keyring = KeyRing.from_file(path)
-        return CheckResult(name, True, f"key file {path}: key versions {list(keyring.versions)}")
+        if keyring is None:
+            # Outside the environment, there is only the embedded store's key file.
+            keyring = KeyRing.from_file(default_key_file())
     except PiSandboxError as error:
         return _failed(name, error)
+    return CheckResult(name, True, f"{source.describe()}: key versions {list(keyring.versions)}")
 
 
 def _check_store(store: SqlSecretStore) -> CheckResult:
@@ -176,9 +159,7 @@ def _sandbox_checks(provider: SandboxProvider, image: str | None) -> Iterator[Ch
     token = random_tokens.token_hex(4)
     env_var = f"PI_SANDBOX_DOCTOR_{token.upper()}"
     probe_value = random_tokens.token_hex(16)
-    spec = SessionSpec(
-        session_id=f"doctor-{token}", image=image, command=_PROBE_COMMAND, network="none"
-    )
+    spec = SessionSpec(session_id=f"doctor-{token}", image=image, command=_PROBE_COMMAND, network="none")
     try:
         sandbox = provider.create(spec, SecretMaterial({env_var: probe_value}))
     except PiSandboxError as error:
@@ -205,7 +186,9 @@ def _check_secret_visible(sandbox: Sandbox, env_var: str, probe_value: str) -> C
         if not manifest.ok:
             return CheckResult(name, False, f"{SECRETS_MOUNT}/manifest is not readable in the sandbox", hint)
         files = dict(
-            line.split("\t", 1) for line in manifest.stdout.decode("utf-8", "replace").splitlines() if "\t" in line
+            line.split("\t", 1)
+            for line in manifest.stdout.decode("utf-8", "replace").splitlines()
+            if "\t" in line
         )
         if env_var not in files:
             return CheckResult(name, False, f"{SECRETS_MOUNT}/manifest does not list the probe secret", hint)
@@ -232,7 +215,9 @@ def _show(console: Console, result: CheckResult) -> None:
 
 
 @click.command("doctor")
-@click.option("--image", metavar="IMAGE", help="Image to start the probe sandbox from [default: the provider's].")
+@click.option(
+    "--image", metavar="IMAGE", help="Image to start the probe sandbox from [default: the provider's]."
+)
 @click.option("--no-sandbox", is_flag=True, help="Skip the checks that start a probe sandbox.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
 @click.pass_context
@@ -242,7 +227,7 @@ def doctor(ctx: click.Context, image: str | None, no_sandbox: bool, as_json: boo
     \b
     Checks, in order: the encryption key is configured; the store accepts,
     returns and deletes a probe secret; every stored secret decrypts; the
-    provider loads; its engine answers; a probe sandbox (no network) starts
+    provider loads; its engine is reachable; a probe sandbox (no network) starts
     from the image; and the sandbox reads a probe secret from /run/secrets.
     Exits with 1 when any check fails.
     """
@@ -251,7 +236,10 @@ def doctor(ctx: click.Context, image: str | None, no_sandbox: bool, as_json: boo
     show: Callable[[CheckResult], None] = (lambda _result: None) if as_json else (lambda r: _show(console, r))
 
     results: list[CheckResult] = []
-    for check_group in (_store_checks(settings), _provider_checks(settings, image=image, sandbox=not no_sandbox)):
+    for check_group in (
+        _store_checks(settings),
+        _provider_checks(settings, image=image, sandbox=not no_sandbox),
+    ):
         for result in check_group:
             results.append(result)
             show(result)

@@ -77,7 +77,7 @@ def join_words(words: Iterable[str]) -> str:
 
 @attrs.frozen
 class Failure:
-    """How one error is reported: the ``error:`` line, the ``hint:`` line and the exit code."""
+    """The report of one error: the ``error:`` line, the ``hint:`` line and the exit code."""
 
     message: str
     hint: str
@@ -104,7 +104,9 @@ def describe_error(error: PiSandboxError) -> Failure:
     if isinstance(error, SecretNotFoundError):
         message = f"secret {error.name!r} not found"
     elif isinstance(error, ProviderNotFoundError):
-        message = f"no sandbox provider named {error.name!r}; installed providers: {join_words(error.installed)}"
+        message = (
+            f"no sandbox provider named {error.name!r}; installed providers: {join_words(error.installed)}"
+        )
     return Failure(message, *_hint_and_code(error))
 
 
@@ -113,8 +115,7 @@ def _hint_and_code(error: PiSandboxError) -> tuple[str, ExitCode]:  # noqa: PLR0
         return "`pi-sandbox secrets list` shows the stored secrets", ExitCode.NOT_FOUND
     if isinstance(error, SandboxNotFoundError):
         return (
-            "`pi-sandbox ls` lists the sandboxes; pass the same --provider-option owner=... "
-            "that created it",
+            "`pi-sandbox ls` lists the sandboxes; pass the same --provider-option owner=... that created it",
             ExitCode.NOT_FOUND,
         )
     if isinstance(error, ProviderNotFoundError):

@@ -4,10 +4,10 @@ Standard input is copied line by line to pi's RPC stream, and every line pi
 writes goes to standard output, flushed at once. The sandbox's standard input
 stays open after one attach ends, so the end of this process's input cannot
 reach pi as an end of file. Instead, once standard input ends, the bridge
-waits until pi has answered every command it forwarded (each RPC command gets
-exactly one ``"type": "response"`` line, except ``extension_ui_response``
-messages, which get none) and its output has been quiet for a moment, then
-stops the sandbox. pi handles SIGTERM by shutting down, as it would at the
+waits until pi has responded to every command it forwarded, and its output
+has been quiet for a moment, then stops the sandbox. pi 0.73.1 writes
+exactly one ``"type": "response"`` line per command, except for
+``extension_ui_response`` messages, which get none. pi handles SIGTERM by shutting down, as it would at the
 end of its input; the lines it writes until then are forwarded, and the
 sandbox is removed when its stream ends.
 """
@@ -48,8 +48,8 @@ logger = logging.getLogger("pi_sandbox.cli")
 # How long one wait for pi's next line lasts, so that the end of standard
 # input and signals are noticed while pi is silent.
 _POLL_SECONDS: Final = 0.1
-# After standard input ended and every command was answered, pi's output must
-# be silent this long before the sandbox is stopped; events that follow a
+# After standard input ended and every command got its response, pi's output
+# must be silent this long before the sandbox is stopped. Events that follow a
 # response within this time are still forwarded.
 _QUIET_SECONDS: Final = 0.3
 # The grace period pi gets to exit after SIGTERM before it is killed.
@@ -71,8 +71,8 @@ class _Stopped(BaseException):
         super().__init__(signal.Signals(signum).name)
 
 
-class _OutputClosed(Exception):
-    """Whoever read standard output went away."""
+class _OutputClosedError(Exception):
+    """The reader of standard output closed it."""
 
 
 @contextlib.contextmanager
@@ -108,26 +108,26 @@ class _ResponseTracker:
     """Counts the commands forwarded to pi and the responses it wrote back."""
 
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
-    expected: int = 0
-    answered: int = 0
+    commands: int = 0
+    responses: int = 0
 
     def forwarded(self, line: bytes) -> None:
-        """Count ``line`` as a command that pi answers, unless it answers pi's own request."""
+        """Count ``line`` as a command that pi responds to, unless it is a reply to pi's own request."""
         if b"extension_ui_response" in line and _message_type(line) == "extension_ui_response":
             return
         with self._lock:
-            self.expected += 1
+            self.commands += 1
 
     def received(self, line: bytes) -> None:
         """Count ``line`` if it is a response."""
         if b'"response"' in line and _message_type(line) == "response":
             with self._lock:
-                self.answered += 1
+                self.responses += 1
 
-    def all_answered(self) -> bool:
-        """Whether pi answered every command forwarded so far."""
+    def all_responded(self) -> bool:
+        """Return whether pi has responded to every command forwarded so far."""
         with self._lock:
-            return self.answered >= self.expected
+            return self.responses >= self.commands
 
 
 def _message_type(line: bytes) -> object:
@@ -208,7 +208,7 @@ class _Bridge:
                     self.stdout.write(line + b"\n")
                     self.stdout.flush()
                 except BrokenPipeError:
-                    raise _OutputClosed from None
+                    raise _OutputClosedError from None
                 last_line_at = now
                 self.tracker.received(line)
 
@@ -217,20 +217,23 @@ class _Bridge:
                     input_ended_at = now
                     logger.debug("standard input ended; waiting for pi's remaining responses")
                 quiet = now - max(last_line_at, input_ended_at) >= _QUIET_SECONDS
-                drained = self.tracker.all_answered() and quiet
+                drained = self.tracker.all_responded() and quiet
                 if drained or now - input_ended_at >= self.drain_timeout:
                     if not drained:
                         logger.warning(
-                            "pi did not answer every command within %g seconds after standard "
+                            "pi did not respond to every command within %g seconds after standard "
                             "input ended; stopping it",
                             self.drain_timeout,
                         )
                     stopper = self._start_stop()
                     stop_started_at = now
-            elif stopper is not None and not stopper.is_alive():
-                if now - stop_started_at > _STOP_GRACE_SECONDS + _STREAM_END_SECONDS:
-                    logger.warning("pi's stream stayed open after the sandbox stopped")
-                    break
+            elif (
+                stopper is not None
+                and not stopper.is_alive()
+                and now - stop_started_at > _STOP_GRACE_SECONDS + _STREAM_END_SECONDS
+            ):
+                logger.warning("pi's stream stayed open after the sandbox stopped")
+                break
 
         if stopper is not None:
             stopper.join()
@@ -247,7 +250,9 @@ class _Bridge:
                 else:
                     self.sandbox.terminate(timeout=_STOP_GRACE_SECONDS)
             except PiSandboxError:
-                logger.warning("could not stop the sandbox of session %s", self.sandbox.session_id, exc_info=True)
+                logger.warning(
+                    "could not stop the sandbox of session %s", self.sandbox.session_id, exc_info=True
+                )
 
         thread = threading.Thread(target=stop, name="pi-sandbox-stop", daemon=True)
         thread.start()
@@ -271,17 +276,36 @@ class _Bridge:
     help="Host folder mounted at /workspace.",
 )
 @click.option("--image", metavar="IMAGE", help="Sandbox image [default: the provider's].")
-@click.option("--session-id", metavar="ID", help="Session id: letters, digits, '-', '_' [default: cli-<random>].")
+@click.option(
+    "--session-id", metavar="ID", help="Session id: letters, digits, '-', '_' [default: cli-<random>]."
+)
 @click.option("--network", metavar="NAME", help="bridge, none, host, or a network name [default: bridge].")
-@click.option("--provider", "provider_name", metavar="NAME", help="Sandbox provider, overriding the global --provider.")
+@click.option(
+    "--provider", "provider_name", metavar="NAME", help="Sandbox provider, overriding the global --provider."
+)
 @click.option(
     "--agent-dir",
     type=click.Path(exists=True, file_okay=False, resolve_path=True, path_type=Path),
     help="Host folder for pi's sessions, mounted at /data/agent [default: a per-session folder].",
 )
-@click.option("-e", "--env", "env", metavar="KEY=VALUE", multiple=True, help="Non-secret environment variable, repeatable.")
-@click.option("--secret", "secret_names", metavar="NAME", multiple=True, help="Deliver only these secrets, repeatable.")
-@click.option("--secret-kind", "secret_kinds", metavar="KIND", multiple=True, help="Deliver only secrets of these kinds.")
+@click.option(
+    "-e",
+    "--env",
+    "env",
+    metavar="KEY=VALUE",
+    multiple=True,
+    help="Non-secret environment variable, repeatable.",
+)
+@click.option(
+    "--secret", "secret_names", metavar="NAME", multiple=True, help="Deliver only these secrets, repeatable."
+)
+@click.option(
+    "--secret-kind",
+    "secret_kinds",
+    metavar="KIND",
+    multiple=True,
+    help="Deliver only secrets of these kinds.",
+)
 @click.option("--no-secrets", is_flag=True, help="Deliver no secrets and do not open the store.")
 @click.option(
     "--resources",
@@ -290,7 +314,9 @@ class _Bridge:
     show_default=True,
     help="Resource tier: CPUs, memory and process limits.",
 )
-@click.option("--remove-data", is_flag=True, help="Delete the per-session folders the provider made, at the end.")
+@click.option(
+    "--remove-data", is_flag=True, help="Delete the per-session folders the provider made, at the end."
+)
 @click.option(
     "--drain-timeout",
     type=click.FloatRange(min=0),
@@ -303,6 +329,7 @@ class _Bridge:
 @click.pass_obj
 def run(
     settings: Settings,
+    *,
     workspace: Path,
     image: str | None,
     session_id: str | None,
@@ -323,7 +350,7 @@ def run(
     \b
     Each line on standard input goes to pi's RPC stream; each line pi writes
     goes to standard output, nothing else does. When standard input ends, pi
-    answers the commands it received, then the sandbox is stopped and removed.
+    responds to the commands it received, then the sandbox is stopped and removed.
     Ctrl-C and SIGTERM remove it too. Arguments after -- go to pi:
       echo '{"type":"get_state","id":"1"}' | pi-sandbox run --workspace . -- --no-session
     The sandbox receives the enabled secrets of the store.
@@ -375,8 +402,9 @@ def _run_session(
         code = ExitCode.INTERRUPTED
     except _Stopped as stopped:
         code = 128 + stopped.signum
-    except _OutputClosed:
-        # Point standard output at /dev/null, so that flushing it at exit cannot fail again.
+    except _OutputClosedError:
+        # Point standard output at /dev/null, so that the interpreter's flush at
+        # exit does not raise BrokenPipeError again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)

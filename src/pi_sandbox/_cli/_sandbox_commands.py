@@ -85,14 +85,22 @@ def list_sandboxes(settings: Settings, as_json: bool) -> None:
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.option("-w", "--workdir", metavar="DIR", help="Absolute working folder inside the sandbox.")
-@click.option("-e", "--env", "env", metavar="KEY=VALUE", multiple=True, help="Extra environment variable, repeatable.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Kill the command after this long.")
+@click.option(
+    "-e", "--env", "env", metavar="KEY=VALUE", multiple=True, help="Extra environment variable, repeatable."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Kill the command after this long.",
+)
 @click.option("-i", "--interactive", is_flag=True, help="Send this process's standard input to the command.")
 @click.argument("session_id", metavar="SESSION")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def exec_command(
     ctx: click.Context,
+    *,
     workdir: str | None,
     env: tuple[str, ...],
     timeout: float | None,
@@ -109,12 +117,19 @@ def exec_command(
     output and standard error are printed when it has finished.
     """
     settings: Settings = ctx.obj
+    # Option parsing stops at SESSION, so a "--" after it arrives as a word.
+    argv = list(command[1:] if command[0] == "--" else command)
+    if not argv:
+        msg = "no command given after --"
+        raise CommandError(
+            msg, "write the command after SESSION, for example: exec SESSION -- ls", ExitCode.USAGE
+        )
     variables = dict(parse_assignment(item, "--env") for item in env)
     stdin = sys.stdin.buffer.read() if interactive else None
 
     with settings.provider() as provider:
         sandbox = find_sandbox(provider, session_id)
-        result = sandbox.exec(list(command), env=variables, workdir=workdir, timeout=timeout, stdin=stdin)
+        result = sandbox.exec(argv, env=variables, workdir=workdir, timeout=timeout, stdin=stdin)
 
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.buffer.flush()
@@ -131,7 +146,14 @@ def exec_command(
 
 @click.command("stop")
 @click.argument("session_id", metavar="SESSION")
-@click.option("--timeout", type=click.FloatRange(min=0), default=10.0, show_default=True, metavar="SECONDS", help="Grace period before the processes are killed.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Grace period before the processes are killed.",
+)
 @click.pass_obj
 def stop(settings: Settings, session_id: str, timeout: float) -> None:
     """Stop the sandbox of SESSION; its files stay, and it can be resumed from Python."""
@@ -142,8 +164,19 @@ def stop(settings: Settings, session_id: str, timeout: float) -> None:
 
 @click.command("rm")
 @click.argument("session_id", metavar="SESSION")
-@click.option("--remove-data", is_flag=True, help="Also delete the workspace and agent folders the provider made for it.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=10.0, show_default=True, metavar="SECONDS", help="Grace period before the processes are killed.")
+@click.option(
+    "--remove-data",
+    is_flag=True,
+    help="Also delete the workspace and agent folders the provider made for it.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Grace period before the processes are killed.",
+)
 @click.pass_obj
 def remove(settings: Settings, session_id: str, remove_data: bool, timeout: float) -> None:
     """Stop and remove the sandbox of SESSION and its secrets.

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -13,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._secrets import MAX_SECRET_BYTES
-from ._context import Settings, print_json, stdout_console
+from ._context import Settings, key_source, print_json, stdout_console
 from ._errors import CommandError, ExitCode
 
 if TYPE_CHECKING:
@@ -42,15 +40,15 @@ def secrets() -> None:
 
 @secrets.command("set", help=_STDIN_HELP)
 @click.argument("name")
-@click.option("--env", "env_var", required=True, metavar="VAR", help="Environment variable name in the sandbox.")
+@click.option(
+    "--env", "env_var", required=True, metavar="VAR", help="Environment variable name in the sandbox."
+)
 @click.option("--kind", metavar="KIND", help="A label for selecting secrets, such as llm.")
 @click.option("--disabled", is_flag=True, help="Store it without delivering it to sandboxes.")
-@click.option(
-    "--keep-newline", is_flag=True, help="Keep a trailing line ending instead of removing one."
-)
+@click.option("--keep-newline", is_flag=True, help="Keep a trailing line ending instead of removing one.")
 @click.pass_obj
 def set_secret(
-    settings: Settings, name: str, env_var: str, kind: str | None, disabled: bool, keep_newline: bool
+    settings: Settings, *, name: str, env_var: str, kind: str | None, disabled: bool, keep_newline: bool
 ) -> None:
     value = _read_value(keep_newline=keep_newline)
     with settings.store() as store:
@@ -71,8 +69,8 @@ def _read_value(*, keep_newline: bool) -> bytes:
         typed: str = click.prompt("Value", hide_input=True, confirmation_prompt=True, err=True)
         return typed.encode("utf-8")
 
-    # Reading the maximum, a line ending and one byte more tells a too-long
-    # value apart from one at the limit, without reading an endless stream.
+    # Reading the maximum, a line ending and one byte more distinguishes a
+    # too-long value from one at the limit, without reading an endless stream.
     data = sys.stdin.buffer.read(MAX_SECRET_BYTES + 3)
     if not keep_newline:
         if data.endswith(b"\r\n"):
@@ -85,7 +83,9 @@ def _read_value(*, keep_newline: bool) -> bytes:
     if not data:
         msg = "standard input is empty, so there is no value to store"
         raise CommandError(
-            msg, 'pipe the value in, for example: printf %s "$VALUE" | pi-sandbox secrets set ...', ExitCode.USAGE
+            msg,
+            'pipe the value in, for example: printf %s "$VALUE" | pi-sandbox secrets set ...',
+            ExitCode.USAGE,
         )
     return data
 
@@ -154,40 +154,6 @@ def disable_secret(settings: Settings, name: str) -> None:
     click.echo(f"disabled secret {record.name!r}", err=True)
 
 
-@attrs.frozen
-class _KeySource:
-    """Where the store's keys come from: a key file to rewrite, or an environment variable."""
-
-    file: Path | None
-    variable: str | None
-
-    def describe(self) -> str:
-        return f"key file {self.file}" if self.file is not None else f"${self.variable}"
-
-
-def _key_source(settings: Settings) -> _KeySource:
-    """Find where `open_secret_store` takes the keys from, by the same rules."""
-    from .._store import (  # noqa: PLC0415 - the store loads SQLAlchemy
-        DATABASE_URL_ENV,
-        ENCRYPTION_KEY_ENV,
-        ENCRYPTION_KEY_FILE_ENV,
-        default_key_file,
-    )
-
-    if os.environ.get(ENCRYPTION_KEY_ENV, "").strip():
-        return _KeySource(None, ENCRYPTION_KEY_ENV)
-    key_file = os.environ.get(ENCRYPTION_KEY_FILE_ENV, "").strip()
-    if key_file:
-        return _KeySource(Path(key_file).expanduser(), None)
-    embedded = settings.database_url is None and not os.environ.get(DATABASE_URL_ENV, "").strip()
-    if embedded:
-        return _KeySource(default_key_file(), None)
-    msg = "no encryption key is configured for the secret store, so there is no key to rotate"
-    raise CommandError(
-        msg, f"set {ENCRYPTION_KEY_ENV} or {ENCRYPTION_KEY_FILE_ENV} to the current key", ExitCode.STORE_UNUSABLE
-    )
-
-
 @secrets.command("rotate-key")
 @click.option(
     "--drop-old",
@@ -206,7 +172,7 @@ def rotate_key(settings: Settings, drop_old: bool) -> None:
     output, and you must set the variable to it: the old value no longer
     decrypts the secrets.
     """
-    source = _key_source(settings)
+    source = key_source(settings)
     with settings.store() as store:
         old = store.keyring
         new = old.with_new_key()
@@ -253,6 +219,7 @@ def _drop_old_keys(store: SqlSecretStore, keyring: KeyRing) -> KeyRing:
     for version in keyring.versions[1:]:
         final = final.without(version)
     # Rotating to the primary key alone proves that every row decrypts without
-    # the old keys before they are deleted; a row that does not stops it here.
+    # the old keys. A row that does not raises DecryptionError here, before
+    # the caller writes the shorter key ring.
     store.rotate(final)
     return final
