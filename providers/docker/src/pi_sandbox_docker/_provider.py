@@ -573,12 +573,10 @@ class DockerProvider(SandboxProvider):
             if "PID" not in titles or "CMD" not in titles:
                 return
             pid_column, command_column = titles.index("PID"), titles.index("CMD")
-            # Process 1 (docker-init) names the entrypoint in its arguments for good.
-            if not any(
-                marker in row[command_column]
-                for row in top.get("Processes") or []
-                if row[pid_column] != init_pid
-            ):
+            # Process 1 (docker-init) names the entrypoint in its arguments for
+            # good, and until it has started its child it is the only process.
+            children = [row for row in top.get("Processes") or [] if row[pid_column] != init_pid]
+            if children and not any(marker in row[command_column] for row in children):
                 return
             if time.monotonic() > deadline:
                 logger.debug("the entrypoint %s of container %s is still running", marker, info["Id"][:12])

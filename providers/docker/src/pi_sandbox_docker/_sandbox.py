@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,12 @@ __all__ = ["DockerSandbox"]
 logger = logging.getLogger("pi_sandbox.docker")
 
 _DATA_TARGETS = {"workspace": WORKSPACE_MOUNT, "agent_dir": AGENT_DIR_MOUNT}
+# After a pause or unpause, the engine can still apply the runtime's event of
+# an earlier one, so its state flips back for some milliseconds (seen on
+# Docker 20.10 when pause and unpause follow each other quickly). A state
+# counts as settled after this many equal reads in a row.
+_SETTLED_READS = 3
+_SETTLE_TIMEOUT = 5.0
 
 
 class DockerSandbox(Sandbox):
@@ -111,6 +118,7 @@ class DockerSandbox(Sandbox):
             raise SandboxStateError(msg)
         with self._docker._errors("pause the sandbox", self._subject()):
             self._docker._api().pause(self._provider_id)
+        self._settle("paused")
         logger.debug("paused sandbox of session %s", self._session_id, extra=self._log_extra())
 
     def _do_resume(self, secrets: SecretMaterial | None) -> None:
@@ -121,6 +129,7 @@ class DockerSandbox(Sandbox):
             if state.status is SandboxStatus.PAUSED:
                 with self._docker._errors("unpause the sandbox", self._subject()):
                     api.unpause(self._provider_id)
+                self._settle("running")
             elif state.status is not SandboxStatus.RUNNING:
                 # Started while the folder is still locked, so that cleanup in
                 # another process cannot take the container for an ended one.
@@ -132,6 +141,23 @@ class DockerSandbox(Sandbox):
         finally:
             lock.release()
         logger.debug("resumed sandbox of session %s", self._session_id, extra=self._log_extra())
+
+    def _settle(self, engine_status: str) -> None:
+        """Wait until the engine reports ``engine_status`` several reads in a row."""
+        deadline = time.monotonic() + _SETTLE_TIMEOUT
+        matches = 0
+        while matches < _SETTLED_READS:
+            matches = matches + 1 if self.state().engine_status == engine_status else 0
+            if time.monotonic() > deadline:
+                logger.warning(
+                    "the engine did not settle on %s for container %s",
+                    engine_status,
+                    self._provider_id[:12],
+                    extra=self._log_extra(),
+                )
+                return
+            if matches < _SETTLED_READS:
+                time.sleep(0.005)
 
     def _write_secrets(self, secrets: SecretMaterial | None) -> _secretfiles.FolderLock:
         """Replace the secret files with ``secrets`` (None keeps them) and return the folder locked."""
