@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -177,3 +178,31 @@ class TestExitCodeTable:
             for subname in subcommands or [""]:
                 full_name = f"pi-sandbox {name} {subname}".rstrip()
                 assert f"`{full_name}" in headings, full_name
+
+
+class TestLogging:
+    def test_debug_level_goes_to_stderr(self, invoke: Invoke, canary: str) -> None:
+        """-vv logs the store's debug records to stderr, with the logger name and no value."""
+        result = invoke("-vv", "secrets", "set", "key", "--env", "KEY", input=canary)
+
+        assert result.exit_code == 0, result.stderr
+        assert "debug: stored secret 'key' for KEY" in result.stderr
+        assert "[pi_sandbox.store]" in result.stderr
+        assert result.stdout == ""
+
+    def test_warnings_only_by_default(self, invoke: Invoke, canary: str) -> None:
+        """Without -v, debug and info records stay hidden."""
+        result = invoke("secrets", "set", "key", "--env", "KEY", input=canary)
+
+        assert "debug:" not in result.stderr
+        assert "info:" not in result.stderr
+
+    def test_logging_setup_is_restored(self, invoke: Invoke) -> None:
+        """An in-process invocation leaves the pi_sandbox logger as it found it."""
+        package_logger = logging.getLogger("pi_sandbox")
+        before = (package_logger.level, package_logger.propagate, list(package_logger.handlers))
+
+        invoke("-vv", "secrets", "list")
+
+        after = (package_logger.level, package_logger.propagate, list(package_logger.handlers))
+        assert after == before

@@ -26,7 +26,7 @@ _RESPONSE_TIMEOUT = 120.0
 class RunProcess:
     """A running ``pi-sandbox run``: send lines, read pi's messages, close, wait."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], *, read_stdout: bool = True) -> None:
         self.process = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -41,7 +41,8 @@ class RunProcess:
         self._stderr_reader = threading.Thread(
             target=self._read_stderr, args=(self.process.stderr,), daemon=True
         )
-        self._stdout_reader.start()
+        if read_stdout:
+            self._stdout_reader.start()
         self._stderr_reader.start()
 
     def _read_stdout(self, stream: IO[bytes]) -> None:
@@ -84,7 +85,8 @@ class RunProcess:
     def wait(self) -> int:
         """Wait for the exit and for both output streams to end; return the exit code."""
         code = self.process.wait(timeout=_RESPONSE_TIMEOUT)
-        self._stdout_reader.join(timeout=10)
+        if self._stdout_reader.is_alive():
+            self._stdout_reader.join(timeout=10)
         self._stderr_reader.join(timeout=10)
         return code
 
@@ -111,7 +113,7 @@ def start_run(
     """Return a function that starts ``pi-sandbox run`` without network; kills leftovers after the test."""
     started: list[RunProcess] = []
 
-    def start(*extra: str) -> RunProcess:
+    def start(*extra: str, read_stdout: bool = True) -> RunProcess:
         argv = [
             *cli_command(),
             *provider_options,
@@ -124,7 +126,7 @@ def start_run(
             session_id,
             *extra,
         ]
-        run = RunProcess(argv)
+        run = RunProcess(argv, read_stdout=read_stdout)
         started.append(run)
         return run
 
@@ -298,3 +300,41 @@ class TestRunBridge:
         assert containers_of(session_id) == [f"pi-sandbox-{session_id}"]
         first.close_stdin()
         assert first.wait() == 0
+
+    def test_pi_crash_is_an_error(
+        self,
+        start_run: Callable[..., RunProcess],
+        containers_of: Callable[[str], list[str]],
+        session_id: str,
+    ) -> None:
+        """pi failing while stdin is open exits 1 with one error line and removes the sandbox."""
+        run = start_run("--", "--no-such-pi-option")
+
+        code = run.wait()
+
+        lines = run.stderr.decode().splitlines()
+        assert code == 1
+        assert lines[0].startswith("error: ")
+        assert lines[1].startswith("hint: ")
+        assert containers_of(session_id) == []
+
+    def test_closed_stdout_removes_sandbox(
+        self,
+        start_run: Callable[..., RunProcess],
+        containers_of: Callable[[str], list[str]],
+        session_id: str,
+    ) -> None:
+        """When the reader of stdout goes away, run exits 1 and removes the sandbox."""
+        run = start_run(read_stdout=False)
+        stdout = run.process.stdout
+        assert stdout is not None
+        run.send_message({"type": "get_state", "id": "1"})
+        assert json.loads(stdout.readline())["id"] == "1"
+
+        stdout.close()
+        run.send_message({"type": "get_state", "id": "2"})
+        code = run.wait()
+
+        assert code == 1
+        assert b"standard output was closed" in run.stderr
+        assert containers_of(session_id) == []

@@ -53,6 +53,8 @@ class _Formatter(logging.Formatter):
 
 
 _handler = _CurrentStderrHandler()
+_INTERRUPTED = "interrupted before the command finished"
+_INTERRUPTED_HINT = "run the command again to finish it"
 
 
 def _configure_logging(verbose: int, *, debug: bool) -> None:
@@ -83,6 +85,8 @@ class _CommandLine(click.Group):
         **extra: Any,
     ) -> Any:
         settings = Settings()
+        package_logger = logging.getLogger("pi_sandbox")
+        saved_logging = (package_logger.level, package_logger.propagate)
         try:
             result = super().main(
                 args,
@@ -99,16 +103,17 @@ class _CommandLine(click.Group):
         except click.ClickException as error:
             code = _report(error.format_message(), "`pi-sandbox --help` shows the usage", error.exit_code)
         except click.Abort as error:
-            if isinstance(error.__cause__, KeyboardInterrupt):
-                code = _report("interrupted", "nothing else to do", ExitCode.INTERRUPTED)
-            else:
+            # click turns Ctrl-C and the end of input at a prompt into Abort.
+            if isinstance(error.__cause__, EOFError):
                 code = _report(
                     "standard input ended before a value was read",
                     "pipe the value into the command, or run it in a terminal",
                     ExitCode.FAILED,
                 )
+            else:
+                code = _report(_INTERRUPTED, _INTERRUPTED_HINT, ExitCode.INTERRUPTED)
         except KeyboardInterrupt:
-            code = _report("interrupted", "nothing else to do", ExitCode.INTERRUPTED)
+            code = _report(_INTERRUPTED, _INTERRUPTED_HINT, ExitCode.INTERRUPTED)
         except PiSandboxError as error:
             code = _report_error(error, settings)
         except Exception as error:
@@ -119,6 +124,11 @@ class _CommandLine(click.Group):
                 "run again with --debug for the traceback, and report it as a bug",
                 ExitCode.FAILED,
             )
+        finally:
+            # A host or test that calls main() in its own process keeps its logging setup.
+            package_logger.removeHandler(_handler)
+            package_logger.setLevel(saved_logging[0])
+            package_logger.propagate = saved_logging[1]
         if standalone_mode:
             sys.exit(int(code))
         return int(code)

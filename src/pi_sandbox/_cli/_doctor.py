@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets as random_tokens
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -233,7 +233,6 @@ def doctor(ctx: click.Context, image: str | None, no_sandbox: bool, as_json: boo
     """
     settings: Settings = ctx.obj
     console = Console(highlight=False, soft_wrap=True)
-    show: Callable[[CheckResult], None] = (lambda _result: None) if as_json else (lambda r: _show(console, r))
 
     results: list[CheckResult] = []
     for check_group in (
@@ -242,7 +241,9 @@ def doctor(ctx: click.Context, image: str | None, no_sandbox: bool, as_json: boo
     ):
         for result in check_group:
             results.append(result)
-            show(result)
+            # Each line appears as soon as its check is done; the probe sandbox takes seconds.
+            if not as_json:
+                _show(console, result)
 
     passed = all(result.ok is not False for result in results)
     if as_json:

@@ -7,9 +7,9 @@ reach pi as an end of file. Instead, once standard input ends, the bridge
 waits until pi has responded to every command it forwarded, and its output
 has been quiet for a moment, then stops the sandbox. pi 0.73.1 writes
 exactly one ``"type": "response"`` line per command, except for
-``extension_ui_response`` messages, which get none. pi handles SIGTERM by shutting down, as it would at the
-end of its input; the lines it writes until then are forwarded, and the
-sandbox is removed when its stream ends.
+``extension_ui_response`` messages, which get none. pi shuts down on
+SIGTERM as it does at the end of its input. The lines it writes until then
+are forwarded, and the sandbox is removed when its stream ends.
 """
 
 from __future__ import annotations
@@ -216,27 +216,28 @@ class _Bridge:
                 if input_ended_at is None:
                     input_ended_at = now
                     logger.debug("standard input ended; waiting for pi's remaining responses")
+                responded = self.tracker.all_responded()
                 quiet = now - max(last_line_at, input_ended_at) >= _QUIET_SECONDS
-                drained = self.tracker.all_responded() and quiet
-                if drained or now - input_ended_at >= self.drain_timeout:
-                    if not drained:
+                if (responded and quiet) or now - input_ended_at >= self.drain_timeout:
+                    if not responded:
                         logger.warning(
-                            "pi did not respond to every command within %g seconds after standard "
-                            "input ended; stopping it",
+                            "pi did not respond to every command within %g seconds after "
+                            "standard input ended; stopping it",
+                            self.drain_timeout,
+                        )
+                    elif not quiet:
+                        logger.warning(
+                            "pi was still writing events %g seconds after standard input ended; stopping it",
                             self.drain_timeout,
                         )
                     stopper = self._start_stop()
                     stop_started_at = now
-            elif (
-                stopper is not None
-                and not stopper.is_alive()
-                and now - stop_started_at > _STOP_GRACE_SECONDS + _STREAM_END_SECONDS
-            ):
-                logger.warning("pi's stream stayed open after the sandbox stopped")
+            elif stopper is not None and now - stop_started_at > _STOP_GRACE_SECONDS + _STREAM_END_SECONDS:
+                logger.warning("pi's stream stayed open after the sandbox was stopped")
                 break
 
         if stopper is not None:
-            stopper.join()
+            stopper.join(timeout=_STREAM_END_SECONDS)
             return ExitCode.OK
         return self._ended_by_itself()
 
@@ -262,6 +263,8 @@ class _Bridge:
         """Report pi's exit before standard input ended; a crash is an error."""
         status = self.sandbox.refresh()
         if status is SandboxStatus.ERROR:
+            # The provider redacts the sandbox's secret values from its logs.
+            logger.info("the last output of pi:\n%s", self.sandbox.logs(tail=20).rstrip())
             msg = f"pi exited with an error in the sandbox of session {self.sandbox.session_id!r}"
             raise CommandError(msg, "run again with --verbose to see pi's last output", ExitCode.FAILED)
         logger.info("pi exited before standard input ended (sandbox status %s)", status.value)
@@ -350,7 +353,8 @@ def run(
     \b
     Each line on standard input goes to pi's RPC stream; each line pi writes
     goes to standard output, nothing else does. When standard input ends, pi
-    responds to the commands it received, then the sandbox is stopped and removed.
+    responds to the commands it received, then the sandbox is stopped and
+    removed.
     Ctrl-C and SIGTERM remove it too. Arguments after -- go to pi:
       echo '{"type":"get_state","id":"1"}' | pi-sandbox run --workspace . -- --no-session
     The sandbox receives the enabled secrets of the store.
@@ -410,6 +414,7 @@ def _run_session(
         os.close(devnull)
         code = ExitCode.FAILED
         click.echo("error: standard output was closed, so pi's output has nowhere to go", err=True)
+        click.echo("hint: keep reading standard output until pi-sandbox run exits", err=True)
     finally:
         if sandbox is not None:
             with _signals_ignored():

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from .._secrets import MAX_SECRET_BYTES
+from .._secrets import MAX_SECRET_BYTES, validate_secret_env_name
 from ._context import Settings, key_source, print_json, stdout_console
 from ._errors import CommandError, ExitCode
 
@@ -50,6 +50,12 @@ def secrets() -> None:
 def set_secret(
     settings: Settings, *, name: str, env_var: str, kind: str | None, disabled: bool, keep_newline: bool
 ) -> None:
+    from .._store._validation import validate_kind, validate_secret_name  # noqa: PLC0415 - loads SQLAlchemy
+
+    # Checked before the value is read, so that a typo in a name is reported before the prompt.
+    validate_secret_name(name)
+    validate_secret_env_name(env_var)
+    validate_kind(kind)
     value = _read_value(keep_newline=keep_newline)
     with settings.store() as store:
         record = store.put(name, value, env_var=env_var, kind=kind, enabled=not disabled)
