@@ -15,7 +15,7 @@ from typing import Final, Self, TypeVar
 import attrs
 from sqlalchemy import URL, Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm import Session
 
 from .._errors import DecryptionError, InvalidSecretError, SecretNotFoundError
 from .._secrets import SecretMaterial, SecretValue, validate_secret_env_name
@@ -311,11 +311,11 @@ class SqlSecretStore(SecretStore):
         return SecretValue(plaintext)
 
     def list(self) -> builtins.list[SecretRecord]:
+        # Plain columns rather than SecretRow objects: the ciphertext is never
+        # read, and building records from tuples is several times faster.
         with self._session("listing secrets") as session:
-            rows = session.scalars(
-                select(SecretRow).options(load_only(*_METADATA_COLUMNS)).order_by(SecretRow.name)
-            ).all()
-            return [_to_record(row) for row in rows]
+            rows = session.execute(select(*_RECORD_COLUMNS).order_by(SecretRow.name)).all()
+        return [SecretRecord(*row) for row in rows]
 
     def delete(self, name: str) -> None:
         name = validate_secret_name(name)
@@ -502,8 +502,8 @@ class SqlSecretStore(SecretStore):
             )
 
 
-_METADATA_COLUMNS: Final = (
-    SecretRow.id,
+# The columns of a SecretRecord, in the order of its fields.
+_RECORD_COLUMNS: Final = (
     SecretRow.name,
     SecretRow.env_var,
     SecretRow.kind,
