@@ -103,7 +103,7 @@ class TestThreads:
         assert [record.name for record in store.list()] == ["shared"]
         assert store.get("shared").reveal_text() in values
 
-    def test_racing_claims_of_one_env_var_leave_one_enabled(self, store: SqlSecretStore) -> None:
+    def test_racing_env_var_claims_one_wins(self, store: SqlSecretStore) -> None:
         """Of many secrets claiming one variable at once, exactly one is stored."""
         errors = run_threads(20, lambda index: store.put(f"claim-{index}", "value", env_var="CLAIMED"))
 

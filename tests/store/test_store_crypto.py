@@ -271,7 +271,7 @@ class TestNothingLeaks:
     ) -> None:
         """Every store call, SQLAlchemy's statement log and the error paths log no value."""
         caplog.set_level(logging.DEBUG)
-        # SQLAlchemy sets its own loggers to WARNING unless told otherwise.
+        # SQLAlchemy sets its own loggers to WARNING unless configured otherwise.
         caplog.set_level(logging.DEBUG, logger="sqlalchemy")
         canary = new_canary()
 

@@ -214,7 +214,7 @@ class TestKeyFiles:
             KeyRing.from_file(tmp_path / "absent")
 
     def test_malformed_file_names_the_file(self, tmp_path: Path) -> None:
-        """Parse errors say which file is wrong."""
+        """Parse errors name the file that is wrong."""
         path = write_key_file(tmp_path / "keys", "1:abc", 0o600)
 
         with pytest.raises(KeyConfigurationError, match=f"key file {path}"):
@@ -246,7 +246,7 @@ class TestEnvironment:
         assert KeyRing.from_environment({}) is None
 
     def test_inline_variable(self) -> None:
-        """PI_SANDBOX_ENCRYPTION_KEY holds the keys themselves."""
+        """PI_SANDBOX_ENCRYPTION_KEY contains the keys themselves."""
         keyring = KeyRing.from_environment({ENCRYPTION_KEY_ENV: f"2:{encode(KEY_TWO)},1:{encode(KEY_ONE)}"})
 
         assert keyring is not None
@@ -380,7 +380,7 @@ class TestEmbeddedDefault:
 class TestMissingKeys:
     """Secrets whose key version is not configured fail clearly, and only where they must."""
 
-    def test_missing_version_fails_get_and_material_but_not_list(
+    def test_missing_version_fails_reads_not_list(
         self, store_url: str, keyring: KeyRing, caplog: pytest.LogCaptureFixture
     ) -> None:
         """get names the secret and version; list works; material names every failure."""

@@ -93,7 +93,7 @@ class TestRotate:
 
     def test_rotate_requires_keyring(self, store: SqlSecretStore) -> None:
         """Passing raw key text is a type error, not a silent misuse."""
-        with pytest.raises(TypeError, match="needs a KeyRing"):
+        with pytest.raises(TypeError, match="keyring must be a KeyRing"):
             store.rotate("1:abc")  # type: ignore[arg-type]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import os
 import re
 import secrets
@@ -24,8 +23,6 @@ __all__ = [
     "KEY_BYTES",
     "KeyRing",
 ]
-
-logger = logging.getLogger("pi_sandbox.store")
 
 ENCRYPTION_KEY_ENV: Final = "PI_SANDBOX_ENCRYPTION_KEY"
 ENCRYPTION_KEY_FILE_ENV: Final = "PI_SANDBOX_ENCRYPTION_KEY_FILE"

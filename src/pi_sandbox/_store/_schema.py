@@ -60,7 +60,7 @@ def current_revision(connection: Connection) -> str | None:
 
 
 def upgrade_schema(engine: Engine, *, target: str = "head") -> None:
-    """Bring the database's schema to ``target``, or refuse a schema newer than this code.
+    """Bring the database's schema to ``target``, or reject a schema newer than this code.
 
     Runs in one transaction that holds the write lock (SQLite) or an advisory
     lock (PostgreSQL), so concurrent openers migrate once.

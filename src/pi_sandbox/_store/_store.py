@@ -38,7 +38,7 @@ __all__ = ["SecretRecord", "SecretStore", "SqlSecretStore"]
 logger = logging.getLogger("pi_sandbox.store")
 
 _T = TypeVar("_T")
-# A write that loses a uniqueness race is retried; the retry sees the other
+# A write that loses a uniqueness race is retried. The retry reads the other
 # writer's row and either updates it or raises a clear InvalidSecretError.
 _WRITE_ATTEMPTS: Final = 3
 
@@ -189,7 +189,7 @@ class SecretStore(abc.ABC):
 class SqlSecretStore(SecretStore):
     """A `SecretStore` in an SQLite or PostgreSQL database, through SQLAlchemy.
 
-    Opening it upgrades an older schema and refuses a newer one. The store is
+    Opening it upgrades an older schema and rejects a newer one. The store is
     safe to share between threads; open one per process.
 
     Args:
@@ -203,6 +203,7 @@ class SqlSecretStore(SecretStore):
     """
 
     def __init__(self, url: str | URL, keyring: KeyRing) -> None:
+        _require_keyring(keyring)
         engine = create_store_engine(url)
         try:
             upgrade_schema(engine)
@@ -219,9 +220,7 @@ class SqlSecretStore(SecretStore):
         return store
 
     def _attach(self, engine: Engine, keyring: KeyRing) -> None:
-        if not isinstance(keyring, KeyRing):
-            msg = f"keyring must be a KeyRing, not {type(keyring).__name__}"
-            raise TypeError(msg)
+        _require_keyring(keyring)
         self._engine = engine
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         self._where = describe_url(engine.url)
@@ -362,21 +361,23 @@ class SqlSecretStore(SecretStore):
     def material(
         self, names: Iterable[str] | None = None, kinds: Iterable[str] | None = None
     ) -> SecretMaterial:
-        wanted_names = _validated_filter(names, "names", validate_secret_name)
-        wanted_kinds = _validated_filter(kinds, "kinds", validate_kind)
+        requested_names = _validated_filter(names, "names", validate_secret_name)
+        requested_kinds = _validated_filter(kinds, "kinds", validate_kind)
 
         with self._session("reading secret material") as session:
-            if wanted_names is not None:
-                found = set(session.scalars(select(SecretRow.name).where(SecretRow.name.in_(wanted_names))))
-                missing = sorted(set(wanted_names) - found)
+            if requested_names is not None:
+                found = set(
+                    session.scalars(select(SecretRow.name).where(SecretRow.name.in_(requested_names)))
+                )
+                missing = sorted(set(requested_names) - found)
                 if missing:
                     raise SecretNotFoundError(missing[0])
 
             statement = select(SecretRow).where(SecretRow.enabled).order_by(SecretRow.name)
-            if wanted_names is not None:
-                statement = statement.where(SecretRow.name.in_(wanted_names))
-            if wanted_kinds is not None:
-                statement = statement.where(SecretRow.kind.in_(wanted_kinds))
+            if requested_names is not None:
+                statement = statement.where(SecretRow.name.in_(requested_names))
+            if requested_kinds is not None:
+                statement = statement.where(SecretRow.kind.in_(requested_kinds))
             stored = [(row.id, row.name, row.env_var, _sealed(row)) for row in session.scalars(statement)]
 
         values: dict[str, SecretValue] = {}
@@ -397,9 +398,7 @@ class SqlSecretStore(SecretStore):
         return SecretMaterial(values)
 
     def rotate(self, keyring: KeyRing) -> int:
-        if not isinstance(keyring, KeyRing):
-            msg = f"rotate() needs a KeyRing, not {type(keyring).__name__}"
-            raise TypeError(msg)
+        _require_keyring(keyring)
 
         def reencrypt_rows(session: Session) -> int:
             if session.get_bind().dialect.name == "postgresql":
@@ -521,6 +520,12 @@ def count_secrets(engine: Engine) -> int:
             return session.scalar(select(func.count()).select_from(SecretRow)) or 0
     except SQLAlchemyError as error:
         raise translate_error(error, "counting secrets", describe_url(engine.url)) from None
+
+
+def _require_keyring(keyring: object) -> None:
+    if not isinstance(keyring, KeyRing):
+        msg = f"keyring must be a KeyRing, not {type(keyring).__name__}; see KeyRing.from_string"
+        raise TypeError(msg)
 
 
 def _check_env_var_free(session: Session, env_var: str, name: str) -> None:
