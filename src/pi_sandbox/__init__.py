@@ -32,6 +32,7 @@ from ._errors import (
     SandboxStateError,
     SchemaVersionError,
     SecretNotFoundError,
+    SecretStoreError,
 )
 from ._plugins import PluginManager, available_providers, get_provider, plugin_manager, register_plugin
 from ._provider import CleanupReport, ProviderCheck, Sandbox, SandboxProvider
@@ -103,6 +104,7 @@ __all__ = [
     "SecretNotFoundError",
     "SecretRecord",
     "SecretStore",
+    "SecretStoreError",
     "SecretValue",
     "SessionSpec",
     "SqlSecretStore",

@@ -27,6 +27,7 @@ __all__ = [
     "SandboxStateError",
     "SchemaVersionError",
     "SecretNotFoundError",
+    "SecretStoreError",
 ]
 
 
@@ -74,6 +75,14 @@ class DecryptionError(PiSandboxError):
 
 class KeyConfigurationError(PiSandboxError):
     """The encryption keys are missing, malformed or unsafely stored."""
+
+
+class SecretStoreError(PiSandboxError, RuntimeError):
+    """The secret store's database is unreachable, unsupported, or failed an operation.
+
+    The message names the database (without its password) and the driver's
+    one-line summary; it never contains statement parameters.
+    """
 
 
 class SchemaVersionError(PiSandboxError):

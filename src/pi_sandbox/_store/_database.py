@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from .._errors import PiSandboxError
+from .._errors import SecretStoreError
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
@@ -33,14 +33,6 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 # fail later with a stale snapshot.
 WRITE_OPTION: Final = "pi_sandbox_write"
 SUPPORTED_BACKENDS: Final = ("sqlite", "postgresql")
-
-
-class SecretStoreError(PiSandboxError, RuntimeError):
-    """The secret store's database is unreachable, unsupported, or failed an operation.
-
-    The message names the database (without its password) and the driver's
-    one-line summary; it never contains statement parameters.
-    """
 
 
 class WriteConflictError(SecretStoreError):
