@@ -226,6 +226,19 @@ class TestStatus:
         assert stopped is SandboxStatus.STOPPED
         assert sandbox.refresh() is SandboxStatus.RUNNING
 
+    def test_pause_twice_and_pause_stopped(self, create_sandbox: Callable[..., DockerSandbox]) -> None:
+        """A second pause is harmless; pausing a stopped sandbox raises SandboxStateError."""
+        sandbox = create_sandbox()
+        sandbox.pause()
+        sandbox.pause()
+        paused = sandbox.refresh()
+        sandbox.resume()
+        sandbox.stop(timeout=1)
+
+        with pytest.raises(SandboxStateError, match="stopped"):
+            sandbox.pause()
+        assert paused is SandboxStatus.PAUSED
+
     def test_crash_is_error(self, create_sandbox: Callable[..., DockerSandbox]) -> None:
         """A main process that exits with status 3 leaves the sandbox in ERROR."""
         sandbox = create_sandbox(command=["sh", "-c", "read line; exit 3"])

@@ -44,7 +44,7 @@ _DATA_TARGETS = {"workspace": WORKSPACE_MOUNT, "agent_dir": AGENT_DIR_MOUNT}
 # an earlier one, so its state flips back for some milliseconds (seen on
 # Docker 20.10 when pause and unpause follow each other quickly). A state
 # counts as settled after this many equal reads in a row.
-_SETTLED_READS = 3
+_SETTLED_READS = 2
 _SETTLE_TIMEOUT = 5.0
 
 
@@ -110,14 +110,15 @@ class DockerSandbox(Sandbox):
             return SandboxStatus.REMOVED
 
     def _do_pause(self) -> None:
-        state = self.state()
-        if state.status is SandboxStatus.PAUSED:
-            return
-        if state.status is not SandboxStatus.RUNNING:
-            msg = f"cannot pause the sandbox {self._subject()}: {state.describe()}"
-            raise SandboxStateError(msg)
-        with self._docker._errors("pause the sandbox", self._subject()):
-            self._docker._api().pause(self._provider_id)
+        try:
+            with self._docker._errors("pause the sandbox", self._subject()):
+                self._docker._api().pause(self._provider_id)
+        except SandboxStateError:
+            # 409: already paused (fine), or not running (explained below).
+            state = self.state()
+            if state.status is not SandboxStatus.PAUSED:
+                msg = f"cannot pause the sandbox {self._subject()}: {state.describe()}"
+                raise SandboxStateError(msg) from None
         self._settle("paused")
         logger.debug("paused sandbox of session %s", self._session_id, extra=self._log_extra())
 
@@ -157,7 +158,7 @@ class DockerSandbox(Sandbox):
                 )
                 return
             if matches < _SETTLED_READS:
-                time.sleep(0.005)
+                time.sleep(0.002)
 
     def _write_secrets(self, secrets: SecretMaterial | None) -> _secretfiles.FolderLock:
         """Replace the secret files with ``secrets`` (None keeps them) and return the folder locked."""
