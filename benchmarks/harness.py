@@ -8,12 +8,17 @@ thermal limits) affects both sides alike.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import re
+import shutil
 import statistics
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import attrs
@@ -33,10 +38,12 @@ __all__ = [
     "THROUGHPUT",
     "Figure",
     "alternate",
+    "bench_folders",
     "bench_labels",
     "nearest_rank",
     "summarize",
     "sweep_containers",
+    "sweep_folders",
 ]
 
 logger = logging.getLogger("pi_sandbox.bench")
@@ -45,6 +52,9 @@ logger = logging.getLogger("pi_sandbox.bench")
 # later run remove the containers of a run that was killed before its cleanup.
 BENCH_LABEL: Final = "dev.pi-sandbox.bench"
 BENCH_PID_LABEL: Final = "dev.pi-sandbox.bench-pid"
+
+_FOLDER_PREFIX: Final = "pi-sandbox-bench-"
+_FOLDER_PATTERN: Final = re.compile(r"pi-sandbox-bench-(?:state-)?([0-9]+)-")
 
 LIBRARY: Final = "library"
 RAW: Final = "raw"
@@ -167,6 +177,48 @@ def alternate(
 def bench_labels() -> dict[str, str]:
     """Return the labels that mark this process's benchmark containers."""
     return {BENCH_LABEL: "1", BENCH_PID_LABEL: str(os.getpid())}
+
+
+@contextlib.contextmanager
+def bench_folders() -> Iterator[dict[str, Path]]:
+    """Make private folders for both sides' secrets (in memory where possible) and state.
+
+    The folder names carry this process's id, so that `sweep_folders` can tell
+    the folders of a killed run from those of a running one.
+    """
+    secrets_base = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-", dir=_secrets_parent()))
+    state_base = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}state-{os.getpid()}-"))
+    folders = {
+        "library_secrets": secrets_base / "library",
+        "raw_secrets": secrets_base / "raw",
+        "library_state": state_base / "library",
+        "raw_state": state_base / "raw",
+    }
+    for path in folders.values():
+        path.mkdir(mode=0o700)
+    try:
+        yield folders
+    finally:
+        shutil.rmtree(secrets_base, ignore_errors=True)
+        shutil.rmtree(state_base, ignore_errors=True)
+
+
+def _secrets_parent() -> Path | None:
+    shm = Path("/dev/shm")  # noqa: S108 - the usual memory-backed folder, checked first
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def sweep_folders() -> int:
+    """Remove the folders of benchmark processes that no longer exist; return how many went."""
+    removed = 0
+    for parent in {_secrets_parent() or Path(tempfile.gettempdir()), Path(tempfile.gettempdir())}:
+        for path in parent.glob(f"{_FOLDER_PREFIX}*"):
+            match = _FOLDER_PATTERN.match(path.name)
+            if match is None or _process_alive(match.group(1)) or not path.is_dir():
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def _process_alive(pid_text: str) -> bool:

@@ -23,13 +23,11 @@ import logging
 import os
 import platform
 import secrets as random_tokens
-import shutil
 import signal
+import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -49,8 +47,8 @@ from pi_sandbox_docker import DockerProvider
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE: Final = "pi-sandbox-local:latest"
 POSTGRESQL_URL_ENV: Final = "PI_SANDBOX_TEST_POSTGRESQL_URL"
-DEFAULT_ROUNDS: Final = 30
-QUICK_ROUNDS: Final = 6
+DEFAULT_ROUNDS: Final = 50
+QUICK_ROUNDS: Final = 8
 # Library median over raw median, at most, on every cold path.
 COLD_RATIO_MAX: Final = 1.10
 # Library throughput over raw throughput, at least.
@@ -90,16 +88,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help=(
-            f"recorded rounds of the lifecycle figures (default {DEFAULT_ROUNDS}); the RPC "
-            "figure gets half as many, the attach, store and concurrent figures a third, each "
-            "at least 3 (concurrent: at least 1); one unrecorded warm-up round comes first"
+            f"recorded rounds of the lifecycle and attach figures (default {DEFAULT_ROUNDS}); the "
+            "RPC figure gets half as many (at least 3), the concurrent creates a quarter (at "
+            "least 1) and the store figures a quarter (at least 3); each Docker figure also "
+            "runs one unrecorded warm-up round first"
         ),
     )
     parser.add_argument(
         "--quick", action="store_true", help=f"a short run: {QUICK_ROUNDS} rounds unless --rounds is given"
     )
     parser.add_argument(
-        "--json", type=Path, default=REPO_ROOT / "build" / "bench.json", help="where to write the results"
+        "--json",
+        type=Path,
+        default=REPO_ROOT / "build" / "bench.json",
+        help="where to write the results as JSON (default build/bench.json)",
     )
     parser.add_argument(
         "--image",
@@ -138,7 +140,26 @@ def machine_info(client: docker.APIClient) -> dict[str, Any]:
         "docker_py": docker.__version__,
         "pi_sandbox": pi_sandbox.__version__,
         "pi_sandbox_docker": importlib.metadata.version("pi-sandbox-docker"),
+        **_source_revision(),
     }
+
+
+def _source_revision() -> dict[str, Any]:
+    """Return the checkout's commit and whether the library's sources differ from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src", "providers/docker/src"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": None, "library_sources_changed": None}
+    return {"git_commit": commit, "library_sources_changed": bool(changed)}
 
 
 def _memory_bytes() -> int | None:
@@ -162,28 +183,6 @@ def ensure_image(image: str) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.ensure_image(image)
-
-
-@contextmanager
-def bench_folders() -> Iterator[dict[str, Path]]:
-    """Make private folders for both sides' secrets (in memory where possible) and state."""
-    shm = Path("/dev/shm")  # noqa: S108 - the usual memory-backed folder, checked first
-    secrets_parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    secrets_base = Path(tempfile.mkdtemp(prefix="pi-sandbox-bench-", dir=secrets_parent))
-    state_base = Path(tempfile.mkdtemp(prefix="pi-sandbox-bench-state-"))
-    folders = {
-        "library_secrets": secrets_base / "library",
-        "raw_secrets": secrets_base / "raw",
-        "library_state": state_base / "library",
-        "raw_state": state_base / "raw",
-    }
-    for path in folders.values():
-        path.mkdir(mode=0o700)
-    try:
-        yield folders
-    finally:
-        shutil.rmtree(secrets_base, ignore_errors=True)
-        shutil.rmtree(state_base, ignore_errors=True)
 
 
 def check_parity(bench: DockerBench) -> list[str]:
@@ -219,7 +218,7 @@ def run_figures(
 ) -> list[dict[str, Any]]:
     """Run the selected groups and return every figure as a record."""
     groups = set(args.only or ("lifecycle", "rpc", "concurrent", "attach", "store"))
-    third = max(3, args.rounds // 3)
+    quarter = max(3, args.rounds // 4)
     records: list[dict[str, Any]] = []
 
     if groups & {"lifecycle", "rpc", "concurrent", "attach"}:
@@ -255,19 +254,19 @@ def run_figures(
             if "rpc" in groups:
                 figures += bench.rpc(max(3, args.rounds // 2))
             if "attach" in groups:
-                figures += throughput(bench, third, make_payload())
+                figures += throughput(bench, args.rounds, make_payload())
             if "concurrent" in groups:
-                figures += bench.concurrent(max(1, args.rounds // 3), CONCURRENT_SANDBOXES)
+                figures += bench.concurrent(max(1, args.rounds // 4), CONCURRENT_SANDBOXES)
             records += [figure.to_dict() for figure in figures]
         finally:
             provider.close()
 
     if "store" in groups:
-        records += store_bench.run(f"sqlite:///{folders['library_state'] / 'secrets.db'}", third)
+        records += store_bench.run(f"sqlite:///{folders['library_state'] / 'secrets.db'}", quarter)
         postgresql_url = os.environ.get(POSTGRESQL_URL_ENV, "").strip()
         if postgresql_url:
             with store_bench.temporary_postgresql_schema(postgresql_url) as scoped_url:
-                records += store_bench.run(scoped_url, third)
+                records += store_bench.run(scoped_url, quarter)
         else:
             logger.info("%s is not set: no PostgreSQL figures", POSTGRESQL_URL_ENV)
     return records
@@ -393,12 +392,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     client = docker.from_env().api
     machine = machine_info(client)
     left_over = harness.sweep_containers(client, own=False)
-    if left_over:
-        logger.info("removed %d containers left by earlier benchmark runs", left_over)
+    left_over_folders = harness.sweep_folders()
+    if left_over or left_over_folders:
+        logger.info(
+            "removed %d containers and %d folders left by earlier benchmark runs",
+            left_over,
+            left_over_folders,
+        )
 
     started = time.perf_counter()
     try:
-        with bench_folders() as folders:
+        with harness.bench_folders() as folders:
             records = run_figures(args, client, folders)
     finally:
         removed = harness.sweep_containers(client, own=True)
