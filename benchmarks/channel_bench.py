@@ -2,7 +2,7 @@
 
 The container runs ``cat``, so every line sent to its standard input comes
 back on its standard output. A sender thread writes the payload while the
-calling thread receives and parses every line; the clock runs from the first
+calling thread receives and parses every line. The clock runs from the first
 write to the last line parsed. The raw side reads the socket with the same
 1 MiB reads as the library, splits the engine's frames and the lines by hand,
 and parses each line with `json.loads`, so both sides deliver the same
@@ -56,8 +56,8 @@ def throughput(bench: DockerBench, rounds: int, payload: list[dict[str, Any]]) -
             "attach socket, frames and lines split by hand, json.loads",
             extra={"lines": len(payload), "bytes": payload_bytes},
         ),
-        # The engine and the container do most of the work of a transfer; this
-        # process's own CPU time shows the cost of the Python side alone.
+        # The engine and the container do most of the work of a transfer, so
+        # this process's own CPU time shows the cost of the Python side alone.
         "attach_cpu": Figure(
             "attach_cpu",
             "attach: CPU time of this process",

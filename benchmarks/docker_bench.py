@@ -1,11 +1,11 @@
 """Cold-path figures of the Docker provider against hand-written docker-py calls.
 
-One lifecycle cycle gives several figures: the clock starts before create,
-the create-to-running figure is read when create returns, the
-create-to-first-exec figure when ``echo ready`` returns, and the exec round
-trips, the pause plus resume, and the terminate are timed one by one after
-that. The RPC cycle runs pi itself, and the concurrent cycle creates 20
-sandboxes at once.
+One lifecycle cycle gives several figures. The clock starts before create.
+The create-to-running figure is read when create returns, and the
+create-to-first-exec figure when ``echo ready`` returns. The exec round
+trips, the pause plus resume, and the terminate are then timed one by one.
+The RPC cycle runs pi itself, and the concurrent cycle creates 20 sandboxes
+at once.
 """
 
 from __future__ import annotations
@@ -181,14 +181,14 @@ class DockerBench:
             self.discard_raw(container)
         return samples
 
-    # pi's first RPC answer.
+    # pi's first RPC response.
 
     def rpc(self, rounds: int) -> list[Figure]:
-        """Measure create to pi's first answer to ``get_state``, on the image's real pi."""
+        """Measure create to pi's response to ``get_state``, with the image's real pi."""
         figures = {
             "create_to_rpc": Figure(
                 "create_to_rpc",
-                "create to pi's first RPC answer",
+                "create to pi's first RPC response",
                 COLD,
                 "create as above, attach socket, write the line, read frames to the response",
             )
@@ -221,7 +221,7 @@ class DockerBench:
                 response = None
                 for line in stream.lines():
                     message = json.loads(line) if line.strip() else None
-                    if isinstance(message, dict) and _is_answer(message):
+                    if isinstance(message, dict) and _is_state_response(message):
                         response = message
                         break
                 elapsed = time.perf_counter() - started
@@ -230,7 +230,7 @@ class DockerBench:
         finally:
             self.discard_raw(container, grace=1)
         if response is None:
-            msg = "pi's output ended before it answered get_state"
+            msg = "pi's output ended before its response to get_state"
             raise RuntimeError(msg)
         _check_state(response)
         return {"create_to_rpc": elapsed}
@@ -284,7 +284,7 @@ def _check_echo(exit_code: int, stdout: bytes) -> None:
         raise RuntimeError(msg)
 
 
-def _is_answer(message: Mapping[str, Any]) -> bool:
+def _is_state_response(message: Mapping[str, Any]) -> bool:
     return message.get("type") == "response" and message.get("id") == RPC_REQUEST["id"]
 
 
@@ -292,11 +292,11 @@ def _library_response(channel: Channel) -> dict[str, Any]:
     deadline = time.monotonic() + RPC_TIMEOUT
     while True:
         message = channel.receive(timeout=max(0.0, deadline - time.monotonic()))
-        if _is_answer(message):
+        if _is_state_response(message):
             return message
 
 
 def _check_state(response: Mapping[str, Any]) -> None:
     if response.get("success") is not True:
-        msg = f"pi answered get_state without success: {str(response)[:200]}"
+        msg = f"pi's response to get_state reports no success: {str(response)[:200]}"
         raise RuntimeError(msg)

@@ -1,9 +1,10 @@
 """Shared parts of the benchmarks: sample records, alternation, statistics and cleanup.
 
 Every figure pairs the library with a raw counterpart that does the same work
-by hand. The two sides run alternately in one process (library, raw, library,
-raw, ...), so that a slow drift of the machine (page cache, engine state,
-thermal limits) affects both sides alike.
+by hand. The two sides run alternately in one process, and the order flips
+every round (library, raw, raw, library, ...). A slow drift of the machine,
+such as the page cache, the engine's state or other work, therefore affects
+both sides alike.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ class Figure:
         raw_name: What the raw side is, in a few words, for the table and the JSON.
         library: Seconds per sample for the library.
         raw: Seconds per sample for the raw counterpart.
-        failures: Failed samples per side; a failed sample adds no time.
+        failures: Failed rounds per side, which add no sample, plus failed parts
+            of rounds that still gave a sample, such as failed creates among
+            20 concurrent ones.
         extra: Further values for the JSON output, such as lines per run.
     """
 
@@ -136,9 +139,9 @@ def alternate(
 ) -> None:
     """Run the library's and the raw cycle alternately, ``warmup`` unrecorded rounds first.
 
-    Each cycle returns samples by figure key. A cycle that raises counts as one
-    failure of every figure it feeds and the run goes on, so that one bad round
-    does not hide the others; the error is logged.
+    Each cycle returns samples by figure key. A cycle that raises is logged
+    and counts as one failure of every figure it feeds. The run goes on, so
+    that one bad round does not hide the others.
 
     Args:
         rounds: Recorded rounds; each runs both cycles once.

@@ -1,12 +1,12 @@
 """The raw counterpart: the same container work written by hand with docker-py.
 
 This is what a careful engineer would write without pi-sandbox to run one
-session's container: write the secret files and the manifest into a folder
-that only the sandbox's user can read, bind-mount it read-only at
-``/run/secrets`` next to the workspace and agent folders, create the
-container with the same labels, limits and hardening as the Docker provider,
-start it and poll ``inspect`` until it runs. It skips what the library adds
-on top: the name and image checks, the folder lock, the atomic rename of the
+session's container. It writes the secret files and the manifest into a
+folder that only the sandbox's user can read, and bind-mounts that folder
+read-only at ``/run/secrets`` next to the workspace and agent folders. It
+creates the container with the same labels, limits and hardening as the
+Docker provider, starts it and polls ``inspect`` until it runs. It skips what
+the library adds on top: the name and image checks, the folder lock, the atomic rename of the
 folder, waiting for the entrypoint to hand over to the command, and the
 translation of errors.
 """

@@ -5,7 +5,7 @@ Each figure pairs the library with a hand-written counterpart doing the same
 work, run alternately in this one process. docs/benchmarks.md describes the
 method and the targets. Usage::
 
-    python benchmarks/run.py [--rounds N] [--quick] [--json PATH]
+    python benchmarks/run.py [--rounds N] [--quick] [--json PATH] [--image TAG] [--only GROUP]
 
 The PostgreSQL figures run when ``PI_SANDBOX_TEST_POSTGRESQL_URL`` is set
 (``nox -s bench`` sets it when PostgreSQL listens on 127.0.0.1:5432). The exit
@@ -383,8 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logger.setLevel(logging.INFO)
-    # 20 threads share each client's 10 pooled connections; the pool's notice
-    # about the connections it closes afterwards says nothing about the figures.
+    # 20 threads share each client's 10 pooled connections, so urllib3 warns
+    # about each extra connection it closes. The warnings do not affect the figures.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
 
