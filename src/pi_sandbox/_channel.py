@@ -15,6 +15,8 @@ from ._errors import ChannelClosedError, ChannelTimeoutError, ProtocolError
 __all__ = ["Channel"]
 
 _COMPACT_AFTER = 64 * 1024
+# One shared encoder: json.dumps with non-default options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 class Channel(abc.ABC):
@@ -62,21 +64,21 @@ class Channel(abc.ABC):
             ValueError: ``message`` as text spans more than one line.
         """
         if isinstance(message, Mapping):
-            data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
-        elif isinstance(message, str):
-            data = message.encode()
+            # Compact JSON never contains a raw newline, so no check is needed.
+            data = (_ENCODER.encode(message) + "\n").encode()
         else:
-            data = bytes(message)
-        data = data.removesuffix(b"\n")
-        if b"\n" in data:
-            msg = "a message must be a single line; JSON-encode text that contains newlines"
-            raise ValueError(msg)
+            raw = message.encode() if isinstance(message, str) else bytes(message)
+            raw = raw.removesuffix(b"\n")
+            if b"\n" in raw:
+                msg = "a message must be a single line; JSON-encode text that contains newlines"
+                raise ValueError(msg)
+            data = raw + b"\n"
         if self._closed:
             msg = "the channel is closed"
             raise ChannelClosedError(msg)
 
         with self._write_lock:
-            self._write(data + b"\n")
+            self._write(data)
 
     def receive_line(self, timeout: float | None = None) -> bytes:
         """Return the next line without its newline, waiting at most ``timeout`` seconds.
@@ -95,7 +97,8 @@ class Channel(abc.ABC):
                 if self._eof or self._closed:
                     if self._start < len(self._buffer) and self._eof:
                         # A last line without a newline is still a line.
-                        line = bytes(self._buffer[self._start :])
+                        with memoryview(self._buffer) as view:
+                            line = bytes(view[self._start :])
                         self._buffer.clear()
                         self._start = self._scan_from = 0
                         return line
@@ -122,7 +125,8 @@ class Channel(abc.ABC):
         if end < 0:
             self._scan_from = len(self._buffer)
             return None
-        line = bytes(self._buffer[self._start : end])
+        with memoryview(self._buffer) as view:
+            line = bytes(view[self._start : end])
         self._start = self._scan_from = end + 1
         if self._start == len(self._buffer):
             self._buffer.clear()
