@@ -12,17 +12,23 @@ from ._errors import InvalidSecretError
 
 __all__ = [
     "ENV_NAME_PATTERN",
+    "MAX_ENV_ENTRY_BYTES",
     "MAX_SECRET_BYTES",
     "RESERVED_ENV_NAMES",
     "RESERVED_ENV_PREFIXES",
     "SecretMaterial",
     "SecretValue",
+    "check_env_deliverable",
     "validate_secret_env_name",
 ]
 
 ENV_NAME_PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_ENV_NAME_LENGTH: Final = 255
 MAX_SECRET_BYTES: Final = 500 * 1024
+# Linux limits one "NAME=value" environment string, with its terminating NUL,
+# to 32 pages (MAX_ARG_STRLEN: 131,072 bytes with 4 KiB pages); execve fails
+# with E2BIG beyond that, so the entrypoint cannot export a longer secret.
+MAX_ENV_ENTRY_BYTES: Final = 32 * 4096
 
 # Names that change how a shell, the dynamic loader, Node.js or pi itself finds
 # and runs code, and names bash gives a meaning of its own (assigning to an
@@ -199,6 +205,23 @@ class SecretMaterial(Mapping[str, SecretValue]):
     def values_for_redaction(self) -> list[bytes]:
         """Return every secret's bytes, longest first, for scrubbing text such as logs."""
         return sorted((v.reveal() for v in self._items.values()), key=len, reverse=True)
+
+
+def check_env_deliverable(material: SecretMaterial) -> None:
+    """Raise `InvalidSecretError` for a secret too long to be one environment variable on Linux.
+
+    Providers whose image exports the secret files as environment variables
+    call this before they make anything, so an oversized secret fails early,
+    with its name, rather than as a container that exits at start.
+    """
+    for name, value in material.items():
+        limit = MAX_ENV_ENTRY_BYTES - len(name) - 2
+        if len(value) > limit:
+            msg = (
+                f"secret for {name} is {len(value)} bytes, but an environment variable of that "
+                f"name can carry at most {limit} bytes on Linux; store a shorter value"
+            )
+            raise InvalidSecretError(msg)
 
 
 def redact(text: str, material: SecretMaterial | None, marker: str = "<redacted>") -> str:

@@ -17,6 +17,7 @@ import pytest
 import pi_sandbox
 from pi_sandbox import (
     ImageNotFoundError,
+    InvalidSecretError,
     InvalidSpecError,
     Mount,
     ProviderUnavailableError,
@@ -503,3 +504,21 @@ class TestFailures:
         assert check.usable, check.detail
         assert "Docker Engine" in check.detail
         assert provider.image in check.detail
+
+
+class TestOversizedSecret:
+    def test_create_rejects_secret_over_env_limit(
+        self, provider: DockerProvider, session_id: str, secrets_root: Path
+    ) -> None:
+        """A secret too long for one environment variable fails before anything is made."""
+        spec = SessionSpec(session_id=session_id, command=["sleep", "60"], network="none")
+        value = "v" * 140_000
+
+        with pytest.raises(InvalidSecretError) as raised:
+            provider.create(spec, SecretMaterial({"BIG_TOKEN": value}))
+
+        assert "BIG_TOKEN" in str(raised.value)
+        assert "at most" in str(raised.value)
+        assert value[:50] not in str(raised.value)
+        assert provider.find(spec.session_id) is None
+        assert [path for path in secrets_root.rglob("*") if session_id in path.name] == []

@@ -41,7 +41,7 @@ from pi_sandbox import (
     SecretMaterial,
     SessionSpec,
 )
-from pi_sandbox._secrets import redact
+from pi_sandbox._secrets import check_env_deliverable, redact
 from pi_sandbox._spec import (
     AGENT_DIR_MOUNT,
     LABEL_KEY_PATTERN,
@@ -291,6 +291,7 @@ class DockerProvider(SandboxProvider):
         session_id = spec.session_id
         image = spec.image or self._image
         _check_secrets_outside_spec(spec, secrets)
+        check_env_deliverable(secrets)
         data_dirs = self._data_dirs(spec)
         _check_mount_sources(spec)
         _check_capabilities(spec.hardening.add_capabilities)
@@ -323,7 +324,6 @@ class DockerProvider(SandboxProvider):
                 api.start(container_id)
             _step("container-started")
             info = self._wait_running(api, container_id, session_id, secrets)
-            self._wait_handover(api, info)
         except BaseException as error:
             log_tail = self._log_tail(api, container_id, secrets)
             self._roll_back(api, container_id, lock, created_dirs)
@@ -551,10 +551,10 @@ class DockerProvider(SandboxProvider):
         """Wait until the image's entrypoint has replaced itself with the command.
 
         The entrypoint reads the secret files. Until it is done, replacing them
-        (a pause followed by resume with other secrets, or refresh_secrets) could
-        delete a file it is about to read, which stops the container. An
-        entrypoint that stays running as the command's parent is given up on
-        after `HANDOVER_TIMEOUT` seconds.
+        could delete a file it is about to read, which stops the container, so
+        `DockerSandbox` calls this before pausing (resume may then replace the
+        files) and before refresh_secrets. An entrypoint that stays running as
+        the command's parent is given up on after `HANDOVER_TIMEOUT` seconds.
         """
         entrypoint = info["Config"].get("Entrypoint") or []
         if not entrypoint:

@@ -18,7 +18,7 @@ from pi_sandbox import (
     SandboxStatus,
     SecretMaterial,
 )
-from pi_sandbox._secrets import redact
+from pi_sandbox._secrets import check_env_deliverable, redact
 from pi_sandbox._spec import AGENT_DIR_MOUNT, SECRETS_MOUNT, WORKSPACE_MOUNT
 
 from . import _secretfiles
@@ -65,6 +65,9 @@ class DockerSandbox(Sandbox):
             m["Destination"]: Path(m["Source"]) for m in info.get("Mounts") or [] if m.get("Source")
         }
         self._status = ContainerState.from_inspect(info["State"]).status
+        # The init process id of the container run whose entrypoint is known to
+        # have handed over to the command; a restart gets a new one.
+        self._handed_over_pid: int | None = None
 
     @property
     def container_id(self) -> str:
@@ -109,7 +112,21 @@ class DockerSandbox(Sandbox):
         except SandboxNotFoundError:
             return SandboxStatus.REMOVED
 
+    def _ensure_handover(self) -> None:
+        """Wait, once per container run, until the entrypoint has finished reading the secrets."""
+        api = self._docker._api()
+        with self._docker._errors("inspect the sandbox", self._subject()):
+            info = api.inspect_container(self._provider_id)
+        pid = info["State"].get("Pid")
+        if not info["State"].get("Running") or info["State"].get("Paused") or pid == self._handed_over_pid:
+            return
+        self._docker._wait_handover(api, info)
+        self._handed_over_pid = pid
+
     def _do_pause(self) -> None:
+        # Resume may replace the secret files, which must not happen under an
+        # entrypoint that is still reading them, and a paused one cannot finish.
+        self._ensure_handover()
         try:
             with self._docker._errors("pause the sandbox", self._subject()):
                 self._docker._api().pause(self._provider_id)
@@ -123,6 +140,8 @@ class DockerSandbox(Sandbox):
         logger.debug("paused sandbox of session %s", self._session_id, extra=self._log_extra())
 
     def _do_resume(self, secrets: SecretMaterial | None) -> None:
+        if secrets is not None:
+            check_env_deliverable(secrets)
         state = self.state()
         api = self._docker._api()
         lock = self._write_secrets(secrets)
@@ -137,8 +156,7 @@ class DockerSandbox(Sandbox):
                 with self._docker._errors("start the sandbox", self._subject()):
                     api.start(self._provider_id)
                 material = _secretfiles.read_material(lock.path) if secrets is None else secrets
-                info = self._docker._wait_running(api, self._provider_id, self._session_id, material)
-                self._docker._wait_handover(api, info)
+                self._docker._wait_running(api, self._provider_id, self._session_id, material)
         finally:
             lock.release()
         logger.debug("resumed sandbox of session %s", self._session_id, extra=self._log_extra())
@@ -279,7 +297,8 @@ class DockerSandbox(Sandbox):
         return DockerChannel(connection)
 
     def _do_refresh_secrets(self, secrets: SecretMaterial) -> None:
-        self.state()  # raises SandboxNotFoundError for a removed container
+        check_env_deliverable(secrets)
+        self._ensure_handover()  # also raises SandboxNotFoundError for a removed container
         self._write_secrets(secrets).release()
 
     def _do_logs(self, tail: int | None) -> str:
