@@ -45,7 +45,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style with ruff and the shell scripts with shellcheck."""
-    session.install("ruff")
+    session.install("ruff==0.17.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("shellcheck", *SHELL_SCRIPTS, external=True)
@@ -54,7 +54,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Check types with mypy in strict mode."""
-    session.install(*PACKAGES, "mypy", "pytest")
+    session.install(*PACKAGES, "mypy==2.4.1", "pytest")
     session.run("mypy")
 
 

@@ -11,7 +11,6 @@ whatever is left of them at the end is removed.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
 import secrets as random_tokens
 import shutil
@@ -31,9 +30,6 @@ from pi_sandbox._store import (
     SqlSecretStore,
     open_secret_store,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-IMAGE_ENV = "PI_SANDBOX_TEST_IMAGE"
 
 
 @pytest.fixture(autouse=True)
@@ -88,45 +84,10 @@ def invoke(canary: str) -> Callable[..., CliResult]:
     return run
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the Docker engine is required in CI: {reason}")
-    pytest.skip(f"no Docker engine: {reason}")
-
-
 @pytest.fixture(scope="session")
-def engine() -> Iterator[Any]:
-    """A docker SDK client of the engine; skips (fails in CI) when there is none."""
-    import docker
-    import docker.errors
-
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        _unavailable(str(error))
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def test_image(engine: Any) -> str:
-    """The image with real pi, built by images/local/build.py unless $PI_SANDBOX_TEST_IMAGE names one."""
-    named = os.environ.get(IMAGE_ENV)
-    if named:
-        return named
-    spec = importlib.util.spec_from_file_location(
-        "pi_sandbox_cli_image_build", REPO_ROOT / "images/local/build.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    try:
-        tag: str = build.ensure_image()
-    except build.ImageBuildError as error:
-        _unavailable(f"cannot build the test image: {error}")
-    return tag
+def test_image(local_image: str) -> str:
+    """The image with the real pi (the shared local_image fixture)."""
+    return local_image
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ except under ``CI=true``, where they fail.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import secrets as random_tokens
@@ -24,8 +23,6 @@ import docker
 import docker.errors
 import pytest
 from e2e_helpers import (
-    BUILD_SCRIPT,
-    IMAGE_ENV,
     KEY_ENV_VAR,
     RUN_LABEL,
     SECRET_NAME,
@@ -40,40 +37,10 @@ from pi_sandbox.testing.mock_model import MockModelServer
 from pi_sandbox_docker import DockerProvider, DockerSandbox
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the Docker engine is required in CI: {reason}")
-    pytest.skip(f"no Docker engine: {reason}")
-
-
 @pytest.fixture(scope="session")
-def engine() -> Iterator[docker.DockerClient]:
-    """A client of the Docker engine; skips (fails in CI) when there is none."""
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        _unavailable(str(error))
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def pi_image(engine: docker.DockerClient) -> str:
-    """The image with the real pi: $PI_SANDBOX_TEST_IMAGE, else the local image, built if needed."""
-    named = os.environ.get(IMAGE_ENV)
-    if named:
-        return named
-    spec = importlib.util.spec_from_file_location("pi_sandbox_local_image_build", BUILD_SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    try:
-        tag: str = build.ensure_image()
-    except build.ImageBuildError as error:
-        _unavailable(f"cannot build the local image: {error}")
-    return tag
+def pi_image(local_image: str) -> str:
+    """The image with the real pi (the shared local_image fixture)."""
+    return local_image
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,8 @@ from pi_sandbox import Channel
 from pi_sandbox_docker import DockerSandbox
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO_ROOT / "images" / "local" / "build.py"
 TEST_LABEL = "dev.pi-sandbox.test"
 RUN_LABEL = "dev.pi-sandbox.test-run"
-IMAGE_ENV = "PI_SANDBOX_TEST_IMAGE"
 KEY_ENV_VAR = "ANTHROPIC_API_KEY"
 SECRET_NAME = "anthropic"
 # The image's default user, to whom the test folders are handed when the tests run as root.

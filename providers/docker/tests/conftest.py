@@ -8,7 +8,6 @@ shares the engine.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import secrets as random_tokens
 import shutil
@@ -27,9 +26,7 @@ from pi_sandbox import SecretMaterial, SessionSpec
 from pi_sandbox_docker import DockerProvider, DockerSandbox
 from pi_sandbox_docker._engine import LABEL_OWNER
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 TEST_LABEL = "dev.pi-sandbox.test"
-IMAGE_ENV = "PI_SANDBOX_TEST_IMAGE"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,42 +45,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the Docker engine is required in CI: {reason}")
-    pytest.skip(f"no Docker engine: {reason}")
-
-
 @pytest.fixture(scope="session")
-def engine() -> Iterator[docker.DockerClient]:
-    """A client of the engine the tests use; skips (fails in CI) when there is none."""
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        _unavailable(str(error))
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def test_image(engine: docker.DockerClient) -> str:
-    """The image with real pi, built by images/local/build.py unless $PI_SANDBOX_TEST_IMAGE names one."""
-    named = os.environ.get(IMAGE_ENV)
-    if named:
-        return named
-    spec = importlib.util.spec_from_file_location(
-        "pi_sandbox_image_build", REPO_ROOT / "images/local/build.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    try:
-        tag: str = build.ensure_image()
-    except build.ImageBuildError as error:
-        _unavailable(f"cannot build the test image: {error}")
-    return tag
+def test_image(local_image: str) -> str:
+    """The image with the real pi (the shared local_image fixture)."""
+    return local_image
 
 
 @pytest.fixture(scope="session")
