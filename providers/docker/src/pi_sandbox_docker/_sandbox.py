@@ -114,6 +114,10 @@ class DockerSandbox(Sandbox):
 
     def _ensure_handover(self) -> None:
         """Wait, once per container run, until the entrypoint has finished reading the secrets."""
+        if self._handed_over_pid is not None:
+            # Known for this run; _do_stop forgets it, and a restart by other
+            # means gets a new handle through find() or get().
+            return
         api = self._docker._api()
         with self._docker._errors("inspect the sandbox", self._subject()):
             info = api.inspect_container(self._provider_id)
@@ -208,6 +212,7 @@ class DockerSandbox(Sandbox):
             return
         with self._docker._errors("stop the sandbox", self._subject()):
             self._docker._api().stop(self._provider_id, timeout=math.ceil(timeout))
+        self._handed_over_pid = None
         logger.debug("stopped sandbox of session %s", self._session_id, extra=self._log_extra())
 
     def _do_terminate(self, *, remove_data: bool, timeout: float) -> None:
