@@ -101,10 +101,10 @@ class ProviderNotFoundError(PiSandboxError, LookupError):
         self.name = name
         self.installed = installed
         listed = ", ".join(installed) if installed else "none"
-        super().__init__(
-            f"no sandbox provider named {name!r}; installed providers: {listed}. "
-            "Install the plugin that provides it (for Docker: pip install 'pi-sandbox[docker]')"
-        )
+        advice = "check the spelling, or install the plugin that provides it"
+        if "docker" not in installed:
+            advice += " (for Docker: pip install 'pi-sandbox[docker]')"
+        super().__init__(f"no sandbox provider named {name!r}; installed providers: {listed}; {advice}")
 
 
 class PluginConflictError(PiSandboxError, RuntimeError):

@@ -119,13 +119,13 @@ def _hint_and_code(error: PiSandboxError) -> tuple[str, ExitCode]:  # noqa: PLR0
             ExitCode.NOT_FOUND,
         )
     if isinstance(error, ProviderNotFoundError):
-        return (
-            "install the plugin that provides it (for Docker: pip install 'pi-sandbox[docker]')",
-            ExitCode.NOT_FOUND,
-        )
+        advice = "check the spelling, or install the plugin that provides it"
+        if "docker" not in error.installed:
+            advice += " (for Docker: pip install 'pi-sandbox[docker]')"
+        return advice, ExitCode.NOT_FOUND
     if isinstance(error, ImageNotFoundError):
         return (
-            "build the local image with `python images/local/build.py`, or pass --image",
+            "build the local image with `python3 -m nox -s image`, or pass --image",
             ExitCode.PROVIDER_UNAVAILABLE,
         )
     if isinstance(error, ProviderUnavailableError | PluginConflictError):

@@ -388,7 +388,8 @@ class DockerProvider(SandboxProvider):
                 return str(api.inspect_image(image)["Id"])
         except SandboxNotFoundError:
             if self._pull_policy == "never":
-                raise ImageNotFoundError(image, _image_hint(image)) from None
+                hint = f"{_image_hint(image)}, or allow pulls with pull_policy='missing'"
+                raise ImageNotFoundError(image, hint) from None
         self._pull(api, image)
         with self._errors("inspect the image", repr(image)):
             return str(api.inspect_image(image)["Id"])
@@ -400,12 +401,14 @@ class DockerProvider(SandboxProvider):
             with self._errors("pull the image", repr(image)):
                 for record in api.pull(repository, tag=tag or "latest", stream=True, decode=True):
                     if "error" in record:
-                        msg = f"the pull failed ({record['error']}); {_image_hint(image)}"
+                        reason = _first_line(record["error"])
+                        msg = f"it is not present and pulling it failed: {reason}; {_image_hint(image)}"
                         raise ImageNotFoundError(image, msg)
                     if self._pull_progress is not None:
                         self._pull_progress(record)
         except (SandboxNotFoundError, SandboxStateError, DockerEngineError) as error:
-            raise ImageNotFoundError(image, f"the pull failed ({error}); {_image_hint(image)}") from None
+            msg = f"it is not present and pulling it failed: {_first_line(str(error))}; {_image_hint(image)}"
+            raise ImageNotFoundError(image, msg) from None
         logger.info("pulled image %s", image)
 
     def _create_container(
@@ -809,10 +812,15 @@ def _secrets_source(row: Mapping[str, Any]) -> Path | None:
 
 def _image_hint(image: str) -> str:
     return (
-        "build it (for the default image: `nox -s image`, or `python images/local/build.py`), "
-        f"load it with `docker pull {image}` or `docker load`, or create the provider with "
-        "pull_policy='missing'"
+        "build it (the default image: `python3 -m nox -s image`), "
+        f"or load it with `docker load` or `docker pull {image}` where a registry is reachable"
     )
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    """Return the first line of an engine message, shortened, for a one-line error."""
+    line = text.strip().splitlines()[0] if text.strip() else "no reason given"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _check_tiers(tiers: Mapping[ResourceTier | str, Resources] | None) -> dict[ResourceTier, Resources]:
