@@ -433,3 +433,14 @@ class TestMissingKeys:
         material = store.material(names=["good"])
 
         assert list(material) == ["GOOD"]
+
+
+class TestDatabaseFileMode:
+    def test_sqlite_file_named_by_url_is_private(self, tmp_path: Path) -> None:
+        """A SQLite file that open_secret_store creates from a URL is readable by its owner only."""
+        database = tmp_path / "named.db"
+
+        with open_secret_store(f"sqlite:///{database}", KeyRing.generate()):
+            pass
+
+        assert database.stat().st_mode & 0o777 == 0o600

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Final, NoReturn
 
 import platformdirs
-from sqlalchemy import URL, Engine
+from sqlalchemy import URL, Engine, make_url
 
 from .._errors import KeyConfigurationError
 from ._database import create_store_engine, describe_url
@@ -70,6 +70,11 @@ def open_secret_store(url: str | URL | None = None, keyring: KeyRing | None = No
         database = default_database_path()
         _create_private_database_file(database)
         url = URL.create("sqlite", database=str(database))
+    else:
+        url = make_url(url)
+        if url.get_backend_name() == "sqlite" and url.database not in {None, "", ":memory:"}:
+            # A file named by URL gets the embedded file's mode too, when this creates it.
+            _create_private_database_file(Path(url.database), make_parent=False)
 
     engine = create_store_engine(url)
     try:
@@ -121,9 +126,12 @@ def _embedded_keyring(engine: Engine) -> KeyRing:
     return keyring
 
 
-def _create_private_database_file(path: Path) -> None:
+def _create_private_database_file(path: Path, *, make_parent: bool = True) -> None:
     """Create an empty database file with mode 0600; SQLite gives its -wal and -shm files the same mode."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if make_parent:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        return  # the engine reports the missing folder in its own words
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
