@@ -112,7 +112,8 @@ def _check_secrets_decrypt(store: SqlSecretStore) -> CheckResult:
             "configure the key ring that encrypted them, or store them again with `pi-sandbox secrets set`",
         )
     enabled = sum(record.enabled for record in records)
-    return CheckResult(name, True, f"all {len(records)} secrets decrypt ({enabled} enabled)")
+    count = "the stored secret decrypts" if len(records) == 1 else f"all {len(records)} secrets decrypt"
+    return CheckResult(name, True, f"{count} ({enabled} enabled)")
 
 
 def _store_checks(settings: Settings) -> Iterator[CheckResult]:
