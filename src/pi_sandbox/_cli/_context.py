@@ -17,6 +17,7 @@ from rich.console import Console
 from .._plugins import get_provider
 from .._provider import SandboxProvider
 from ._errors import CommandError, ExitCode
+from ._progress import PullProgress
 
 if TYPE_CHECKING:
     from .._store import SqlSecretStore
@@ -65,6 +66,9 @@ class Settings:
         """
         options = {**self.provider_options, **config}
         chosen = name or self.provider_name
+        resolved = chosen or os.environ.get("SANDBOX_PROVIDER") or "docker"
+        if resolved == "docker" and "pull_progress" not in options and stderr_is_terminal():
+            options["pull_progress"] = PullProgress()
         try:
             return get_provider(chosen, **options)
         except (TypeError, ValueError) as error:
