@@ -41,7 +41,7 @@ def register_providers(register: ProviderRegistrar) -> None:
     Called by the plugin manager once, the first time providers are listed or
     one is requested. Call ``register(name, factory)`` for each provider. The
     factory is called later, by `pi_sandbox.get_provider`, with the caller's
-    keyword configuration; import heavy dependencies (an SDK, a client library)
+    keyword configuration. Import heavy dependencies (an SDK, a client library)
     inside the factory, not at module level, so that listing providers stays cheap.
 
     Args:
