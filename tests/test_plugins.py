@@ -136,17 +136,17 @@ class TestDiscovery:
     def test_conflict_in_one_manager(self) -> None:
         """Plugin objects registered in code conflict the same way entry points do."""
 
-        class One:
+        class FirstPlugin:
             @hookimpl
             def register_providers(self, register: ProviderRegistrar) -> None:
                 register("same", ProcessProvider)
 
-        class Two(One):
+        class SecondPlugin(FirstPlugin):
             pass
 
         manager = PluginManager()
-        manager.register(One(), name="one", distribution="dist-one")
-        manager.register(Two(), name="two", distribution="dist-two")
+        manager.register(FirstPlugin(), name="one", distribution="dist-one")
+        manager.register(SecondPlugin(), name="two", distribution="dist-two")
 
         with pytest.raises(PluginConflictError) as raised:
             manager.provider_names()
@@ -172,7 +172,7 @@ class FailingObserver:
 
 class TestSandboxEventHook:
     def test_observer_sees_lifecycle(self, tmp_path: Path) -> None:
-        """A host's sandbox_event hook sees created, paused, resumed, stopped and terminated."""
+        """A host's sandbox_event hook receives created, paused, resumed, stopped and terminated."""
         collector = EventCollector()
         pi_sandbox.register_plugin(collector)
         provider = get_provider("example", root=tmp_path / "r")

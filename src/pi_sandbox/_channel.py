@@ -118,7 +118,7 @@ class Channel(abc.ABC):
                 self._buffer += chunk
 
     def _take_line(self) -> bytes | None:
-        # Lines are sliced off by moving a start offset; the consumed prefix is
+        # Lines are sliced off by moving a start offset. The consumed prefix is
         # dropped only once it is large, so many short lines in one chunk cost
         # linear time rather than one buffer shift each.
         end = self._buffer.find(b"\n", self._scan_from)

@@ -64,8 +64,8 @@ class PluginManager:
     def load_entry_points(self) -> None:
         """Register every plugin in the ``pi_sandbox`` entry-point group not blocked.
 
-        ``PI_SANDBOX_DISABLE_PLUGINS`` holds comma-separated names; an entry point is
-        skipped when its name or its distribution's name is listed.
+        ``PI_SANDBOX_DISABLE_PLUGINS`` contains comma-separated names. An entry point
+        is skipped when its name or its distribution's name is listed.
         """
         blocked = _blocked_names()
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):

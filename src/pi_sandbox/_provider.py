@@ -39,7 +39,7 @@ class ProviderCheck:
 
 @attrs.frozen
 class CleanupReport:
-    """What `SandboxProvider.cleanup` removed.
+    """The counts of what `SandboxProvider.cleanup` removed.
 
     Attributes:
         sandboxes_removed: Exited or orphaned sandboxes of this project removed.
@@ -97,7 +97,7 @@ class Sandbox(abc.ABC):
 
     @property
     def status(self) -> SandboxStatus:
-        """The status as last seen; `refresh` asks the provider again."""
+        """The status as last seen. `refresh` queries the provider again."""
         return self._status
 
     def __repr__(self) -> str:
@@ -199,7 +199,7 @@ class Sandbox(abc.ABC):
     def refresh_secrets(self, secrets: SecretMaterial | Mapping[str, object]) -> None:
         """Replace the sandbox's secret files with ``secrets`` while it runs.
 
-        Processes that already read their environment keep the old values; pi reads
+        Processes that already read their environment keep the old values. pi reads
         its keys at start, so use `resume` after a stop for them to take effect.
         """
         self._require("secret_files", "refresh_secrets")
@@ -268,8 +268,8 @@ class SandboxProvider(abc.ABC):
     """Makes and finds sandboxes of one kind (Docker containers, VMs, ...).
 
     Subclasses set `name` and `capabilities` and implement the ``_do_*`` methods and
-    the lookups. A provider instance holds clients and configuration, never the
-    state of its sandboxes: `find` and `list` work from what the backend reports, so
+    the lookups. A provider instance keeps clients and configuration, never the
+    state of its sandboxes. `find` and `list` work from what the backend reports, so
     a new process controls sandboxes an earlier one made.
     """
 

@@ -11,7 +11,7 @@ __all__ = ["Capabilities", "ExecResult", "SandboxEvent", "SandboxInfo", "Sandbox
 
 
 class SandboxStatus(enum.Enum):
-    """Where a sandbox is in its life."""
+    """The lifecycle state of a sandbox."""
 
     CREATING = "creating"
     RUNNING = "running"
@@ -23,7 +23,7 @@ class SandboxStatus(enum.Enum):
 
 @attrs.frozen
 class Capabilities:
-    """What a provider can do; the contract suite checks each capability declared true.
+    """The operations a provider supports. The contract suite checks each one declared true.
 
     Attributes:
         exec: Run a command inside a running sandbox (`Sandbox.exec`).
@@ -51,7 +51,7 @@ class Capabilities:
 
 @attrs.frozen
 class SandboxInfo:
-    """One row of `SandboxProvider.list`; holds no secret material.
+    """One row of `SandboxProvider.list`, without any secret material.
 
     Attributes:
         session_id: The session the sandbox belongs to.
@@ -74,7 +74,7 @@ class SandboxInfo:
 
 @attrs.frozen
 class ExecResult:
-    """What a command run by `Sandbox.exec` produced.
+    """The outcome of a command run by `Sandbox.exec`.
 
     Attributes:
         exit_code: The process's exit status; -1 when it was killed for the timeout.

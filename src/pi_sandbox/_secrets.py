@@ -26,14 +26,14 @@ ENV_NAME_PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_ENV_NAME_LENGTH: Final = 255
 MAX_SECRET_BYTES: Final = 500 * 1024
 # Linux limits one "NAME=value" environment string, with its terminating NUL,
-# to 32 pages (MAX_ARG_STRLEN: 131,072 bytes with 4 KiB pages); execve fails
+# to 32 pages (MAX_ARG_STRLEN: 131,072 bytes with 4 KiB pages). execve fails
 # with E2BIG beyond that, so the entrypoint cannot export a longer secret.
 MAX_ENV_ENTRY_BYTES: Final = 32 * 4096
 
 # Names that change how a shell, the dynamic loader, Node.js or pi itself finds
 # and runs code, and names bash gives a meaning of its own (assigning to an
 # integer variable such as RANDOM evaluates the value). A secret delivered under
-# one of them would let whoever stores secrets take over the sandbox's
+# one of them would let anyone who can store secrets take over the sandbox's
 # processes, so they are rejected everywhere. The image's entrypoint keeps the
 # same list, and uses the _PI_ prefix for its own variables.
 RESERVED_ENV_NAMES: Final = frozenset(

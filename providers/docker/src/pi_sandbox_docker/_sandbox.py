@@ -115,8 +115,8 @@ class DockerSandbox(Sandbox):
     def _ensure_handover(self) -> None:
         """Wait, once per container run, until the entrypoint has finished reading the secrets."""
         if self._handed_over_pid is not None:
-            # Known for this run; _do_stop forgets it, and a restart by other
-            # means gets a new handle through find() or get().
+            # Already checked for this run. _do_stop clears it, and a restart by
+            # other means gets a new handle through find() or get().
             return
         api = self._docker._api()
         with self._docker._errors("inspect the sandbox", self._subject()):
